@@ -1,0 +1,134 @@
+"""Command-line flags of the editor (`python main.py`).
+
+Every flag of the paper's code is kept (with working defaults instead of absolute paths), plus the
+project's own. Options a preset controls default to None here and are filled by `apply_preset`:
+explicit flags always win over the preset.
+"""
+import argparse
+import os
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_MODEL_PATH = os.path.join(REPO_ROOT, "checkpoints", "diffusion.pt")
+DEFAULT_CLASSIFIER_PATH = os.path.join(REPO_ROOT, "checkpoints", "classifier.pt")
+DEFAULT_OUTPUT_PATH = "outputs"
+# The embedded default input: faces rendered on the fly by the synthetic-face renderer, from a
+# seed never used for training ("synthetic:SEED").
+SYNTHETIC_PREFIX = "synthetic"
+DEFAULT_DATASET = f"{SYNTHETIC_PREFIX}:1000"
+
+# Options each preset sets (flags given on the command line override them).
+PRESETS = {
+    # The paper: 1000 DDPM steps from a full DDIM inversion, step-to-origin, the paper's lambdas.
+    "paper": dict(
+        sampler="ddpm",
+        timestep_respacing="",
+        edit_strength=1.0,
+        inversion="ddim",
+        cycle_schema="step_to_origin",
+        cycle_target="noised_origin",
+        attribute_guidance_lambda=50.0,
+        cycle_reconstruct_lambda=1000.0,
+        range_lambda=50.0,
+        lpips_sim_lambda=750.0,
+        id_lambda=500.0,
+        preserve_lambda=0.0,
+    ),
+    # Few respaced DDPM steps from the exact edit-friendly inversion: seconds on a CPU.
+    "fast": dict(
+        sampler="ddpm",
+        timestep_respacing="25",
+        edit_strength=0.6,
+        inversion="ddpm_noise",
+        cycle_schema="step_to_origin",
+        cycle_target="inversion",
+        attribute_guidance_lambda=50.0,
+        cycle_reconstruct_lambda=1000.0,
+        range_lambda=50.0,
+        lpips_sim_lambda=0.0,
+        id_lambda=0.0,
+        preserve_lambda=0.0,
+    ),
+}
+DEFAULT_PRESET = "fast"
+
+
+def build_parser():
+    p = argparse.ArgumentParser(
+        description="CycleDiff: edit facial attributes with an attribute-conditional diffusion model.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    g = p.add_argument_group("input")
+    g.add_argument("--image_index", type=str, default=None,
+                   help="index into --dataset_dir; a range '0-15' or list '0,4,7' edits a batch "
+                        "(default: IMAGE_INDEX in optimization/attribute_editor.py)")
+    g.add_argument("--attribute_index", type=str, default=None,
+                   help="attribute(s) to flip: one index 0-19, a comma list for a joint edit, 20 for "
+                        "reconstruction, or 'all' for the seven editable ones "
+                        "(default: ATTRIBUTE_INDEX in optimization/attribute_editor.py)")
+    g.add_argument("--dataset_dir", type=str, default=DEFAULT_DATASET,
+                   help="a dataset directory (images + attributes.pt) or 'synthetic:SEED' for faces "
+                        "rendered on the fly")
+    g.add_argument("-i", "--init_image", type=str, default=None,
+                   help="edit this image file instead of a dataset index (any size, centre-cropped)")
+    g.add_argument("-a", "--attribute", type=str, default=None,
+                   help="reference attributes as 20 comma-separated 0/1 values (default: the dataset's "
+                        "labels, or the classifier's reading for --init_image)")
+    g.add_argument("-qa", "--query_attribute", type=str, default=None,
+                   help="query attributes as 20 comma-separated 0/1 values (overrides --attribute_index)")
+
+    g = p.add_argument_group("models")
+    g.add_argument("--model_path", type=str, default=DEFAULT_MODEL_PATH,
+                   help="diffusion checkpoint; its hyper-parameters come from the JSON beside it")
+    g.add_argument("--attribute_cpk_path", type=str, default=DEFAULT_CLASSIFIER_PATH,
+                   help="attribute classifier checkpoint (the project's or the paper's layout)")
+    g.add_argument("--ir_se50_weights", type=str, default=None,
+                   help="ArcFace IR-SE50 weights for the identity loss (off without them)")
+    g.add_argument("--model_output_size", type=int, default=None,
+                   help="expected model resolution; checked against the checkpoint's JSON")
+    g.add_argument("--device", type=str, default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+
+    g = p.add_argument_group("method (defaults from --preset)")
+    g.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET)
+    g.add_argument("--sampler", choices=["ddim", "ddpm"], default=None)
+    g.add_argument("--ddim", action="store_const", const="ddim", dest="sampler",
+                   help="same as --sampler ddim (the paper's flag)")
+    g.add_argument("--timestep_respacing", type=str, default=None,
+                   help="e.g. '' (all steps), '50', 'ddim25', '10,10,5'")
+    g.add_argument("--edit_strength", type=float, default=None,
+                   help="fraction of the (respaced) trajectory inverted and re-sampled, in (0, 1]")
+    g.add_argument("--skip_timesteps", type=int, default=None,
+                   help="the paper's form of --edit_strength: respaced steps left out at the noisy end")
+    g.add_argument("--inversion", choices=["ddim", "ddpm_noise"], default=None,
+                   help="ddim: the paper's deterministic inversion; ddpm_noise: edit-friendly DDPM "
+                        "inversion, exact by construction (needs --sampler ddpm)")
+    g.add_argument("--cycle_schema", choices=["step_to_origin", "step_by_step", "none"], default=None)
+    g.add_argument("--cycle_target", choices=["noised_origin", "inversion"], default=None,
+                   help="step-by-step target: q_sample of the input (paper) or the inversion latent")
+    g.add_argument("--no_blend", dest="blend_x0", action="store_false",
+                   help="feed the classifier x0_hat instead of the paper's blend of x0_hat and x_t")
+    for name in ("attribute_guidance_lambda", "cycle_reconstruct_lambda", "range_lambda",
+                 "lpips_sim_lambda", "id_lambda", "preserve_lambda"):
+        g.add_argument(f"--{name}", type=float, default=None)
+
+    g = p.add_argument_group("output")
+    g.add_argument("--output_path", type=str, default=DEFAULT_OUTPUT_PATH)
+    g.add_argument("-o", "--output_file", type=str, default="grid.png", help="name of the comparison grid")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--iterations_num", type=int, default=1, help="independent edits (seeds seed, seed+1, ...)")
+    g.add_argument("--batch_size", type=int, default=8, help="images edited together in a batch run")
+    g.add_argument("--vid", action="store_true", help="also write a GIF of x0_hat along the trajectory")
+    g.add_argument("--export_assets", action="store_true", help="also write the raw tensors (.pt)")
+    g.add_argument("--no_progress", dest="progress", action="store_false", help="hide progress bars")
+    return p
+
+
+def apply_preset(args):
+    """Fill every option left at None from the chosen preset; returns args."""
+    for key, value in PRESETS[args.preset].items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    return args
+
+
+def get_arguments(argv=None):
+    return apply_preset(build_parser().parse_args(argv))

@@ -1,0 +1,190 @@
+"""CycleDiff guidance: one loss built from DESIGN §1's parts, and the `cond_fn` the samplers take.
+
+At sampler step t (an index of the diffusion the sampler runs, respaced or not) with current x_t:
+
+    x0_hat = pred_xstart(x_t, t, a_q)
+    x_in   = fac * x0_hat + (1 - fac) * x_t,  fac = sqrt(1 - alphabar_t)   (the paper's blend; `blend_x0`)
+
+and the loss is a weighted sum of
+    attribute  BCE(C(x_in), a_q) on the edited attributes (+ `preserve_lambda` on the others vs a_ref)
+    cycle      step_to_origin: pred_xstart(q_sample(x_in, t), t, a_ref) should be the input x
+               step_by_step:   x_{t-1} (the next sample under a_q), re-noised to t and denoised one
+                               step under a_ref, should be the origin at t-1: q_sample(x, t-1)
+                               (`noised_origin`, the paper's) or the stored inversion latent
+                               (`inversion`)
+    range      pixels of x0_hat outside [-1, 1]
+    lpips / id distances of x_in to x (only when their models are loaded)
+
+`make_cond_fn` returns -d(loss)/d(x_t), the guided-diffusion convention (ascend log p = descend loss).
+"""
+import warnings
+from dataclasses import dataclass, field
+from typing import Dict, Optional
+
+import torch
+
+from . import losses
+
+CYCLE_SCHEMAS = ("step_to_origin", "step_by_step", "none")
+CYCLE_TARGETS = ("noised_origin", "inversion")
+SAMPLERS = ("ddim", "ddpm")
+
+
+@dataclass
+class GuidanceWeights:
+    """The lambdas of DESIGN §1 (paper defaults) and the extra `preserve_lambda`."""
+
+    attribute_guidance_lambda: float = 50.0
+    cycle_reconstruct_lambda: float = 1000.0
+    range_lambda: float = 50.0
+    lpips_sim_lambda: float = 0.0
+    id_lambda: float = 0.0
+    preserve_lambda: float = 0.0
+
+
+@dataclass
+class EditProblem:
+    """What one (batched) edit is about.
+
+    x_origin: [N, 3, H, W] input images in [-1, 1].
+    a_ref, a_q: [N, A] reference and query attributes (0/1 floats).
+    origin_trajectory: level t -> [N, 3, H, W] latent of x_origin at t, from the inversion that
+        started the edit (used by the `inversion` cycle target).
+    cycle_noise: [N, 3, H, W] fixed noise for re-noising in the cycle term (drawn once per edit so
+        a seed fixes the result and batch and single edits agree).
+    """
+
+    x_origin: torch.Tensor
+    a_ref: torch.Tensor
+    a_q: torch.Tensor
+    origin_trajectory: Optional[Dict[int, torch.Tensor]] = None
+    cycle_noise: Optional[torch.Tensor] = None
+
+    @property
+    def edit_mask(self):
+        """[N, A] 1 for each attribute the query changes."""
+        return (self.a_q != self.a_ref).to(self.a_q.dtype)
+
+
+@dataclass
+class GuidanceConfig:
+    weights: GuidanceWeights = field(default_factory=GuidanceWeights)
+    cycle_schema: str = "step_to_origin"
+    cycle_target: str = "noised_origin"
+    sampler: str = "ddim"
+    blend_x0: bool = True
+
+    def __post_init__(self):
+        for name, value, allowed in (
+            ("cycle_schema", self.cycle_schema, CYCLE_SCHEMAS),
+            ("cycle_target", self.cycle_target, CYCLE_TARGETS),
+            ("sampler", self.sampler, SAMPLERS),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+def _at(array, t, like):
+    """Gather numpy `array` at integer timesteps t [N] into a [N, 1, 1, 1] tensor like `like`."""
+    values = torch.as_tensor(array, device=like.device, dtype=like.dtype)[t]
+    return values.view(-1, *([1] * (like.dim() - 1)))
+
+
+def _origin_at(diffusion, problem, cfg, t):
+    """The step-by-step target: the origin at level t - 1 (x itself below level 0)."""
+    prev = t - 1
+    if int(prev.max()) < 0:
+        return problem.x_origin
+    if cfg.cycle_target == "inversion":
+        if problem.origin_trajectory is None:
+            raise ValueError("cycle_target='inversion' needs the inversion trajectory of the input")
+        return problem.origin_trajectory[int(prev[0])]
+    return diffusion.q_sample(problem.x_origin, prev.clamp(min=0), noise=problem.cycle_noise)
+
+
+def _one_step(diffusion, x, t, eps, x0, cfg, noise):
+    """x at level t -> level t-1 given the model's (eps, x0) at x, differentiably, deterministic.
+
+    DDIM (eta=0) uses alphabar_{t-1}; DDPM takes the posterior mean plus sigma_t * `noise`.
+    """
+    if cfg.sampler == "ddim":
+        abar_prev = _at(diffusion.alphas_cumprod_prev, t, x)
+        return abar_prev.sqrt() * x0 + (1 - abar_prev).sqrt() * eps
+    mean, _, log_var = diffusion.q_posterior_mean_variance(x_start=x0, x_t=x, t=t)
+    nonzero = (t > 0).to(x.dtype).view(-1, *([1] * (x.dim() - 1)))
+    return mean + nonzero * torch.exp(0.5 * log_var) * noise
+
+
+def guidance_losses(diffusion, model, classifier, problem, cfg, x, t, lpips_fn=None, id_fn=None):
+    """The weighted loss terms at (x_t, t): dict name -> [N]. `x` must require grad.
+
+    Costs one UNet evaluation for x0_hat plus one for the cycle term.
+    """
+    w = cfg.weights
+    out = diffusion.p_mean_variance(model, x, t, clip_denoised=False, model_kwargs={"y": problem.a_q})
+    x0_hat = out["pred_xstart"]
+    if cfg.blend_x0:
+        fac = _at(diffusion.sqrt_one_minus_alphas_cumprod, t, x)
+        x_in = fac * x0_hat + (1 - fac) * x
+    else:
+        x_in = x0_hat
+
+    terms = {}
+    if classifier is not None and (w.attribute_guidance_lambda or w.preserve_lambda):
+        probs = classifier(x_in)
+        mask = problem.edit_mask
+        if w.attribute_guidance_lambda:
+            terms["attribute"] = w.attribute_guidance_lambda * losses.attribute_loss(probs, problem.a_q, mask)
+        if w.preserve_lambda:
+            terms["preserve"] = w.preserve_lambda * losses.attribute_loss(probs, problem.a_ref, 1 - mask)
+
+    if w.cycle_reconstruct_lambda and cfg.cycle_schema != "none":
+        noise = problem.cycle_noise if problem.cycle_noise is not None else torch.zeros_like(x)
+        ref_kwargs = {"y": problem.a_ref}
+        if cfg.cycle_schema == "step_to_origin":
+            x_t_back = diffusion.q_sample(x_in, t, noise=noise)
+            back = diffusion.p_mean_variance(model, x_t_back, t, clip_denoised=False, model_kwargs=ref_kwargs)
+            cycle = losses.mse_per_sample(back["pred_xstart"], problem.x_origin)
+        else:
+            x_prev = _one_step(diffusion, x, t, out["eps"], x0_hat, cfg, noise)
+            alpha_t = _at(1.0 - diffusion.betas, t, x)
+            x_t_back = alpha_t.sqrt() * x_prev + (1 - alpha_t).sqrt() * noise
+            back = diffusion.p_mean_variance(model, x_t_back, t, clip_denoised=False, model_kwargs=ref_kwargs)
+            x_prev_back = _one_step(diffusion, x_t_back, t, back["eps"], back["pred_xstart"], cfg, noise)
+            cycle = losses.mse_per_sample(x_prev_back, _origin_at(diffusion, problem, cfg, t))
+        terms["cycle"] = w.cycle_reconstruct_lambda * cycle
+
+    if w.range_lambda:
+        terms["range"] = w.range_lambda * losses.range_loss(x0_hat)
+    if lpips_fn is not None and w.lpips_sim_lambda:
+        terms["lpips"] = w.lpips_sim_lambda * lpips_fn(x_in, problem.x_origin)
+    if id_fn is not None and w.id_lambda:
+        terms["id"] = w.id_lambda * id_fn(x_in, problem.x_origin)
+    return terms
+
+
+def make_cond_fn(diffusion, model, classifier, problem, cfg, lpips_fn=None, id_fn=None, log=None):
+    """Build cond_fn(x, t, **model_kwargs) -> -d(loss)/dx for `diffusion`'s samplers.
+
+    A step whose gradient is not finite is skipped (zero gradient) with a warning. When `log`
+    (a list) is given, each step appends {"t": int, term: mean value, ...}.
+    """
+
+    def cond_fn(x, t, **_):
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            terms = guidance_losses(diffusion, model, classifier, problem, cfg, x, t, lpips_fn, id_fn)
+            if not terms:
+                return torch.zeros_like(x)
+            total = sum(v.sum() for v in terms.values())
+            grad = torch.autograd.grad(total, x)[0]
+        if not torch.isfinite(grad).all():
+            warnings.warn(f"guidance gradient is not finite at step {int(t[0])}: step left unguided")
+            grad = torch.zeros_like(grad)
+        if log is not None:
+            entry = {"t": int(t[0])}
+            entry.update({k: float(v.detach().mean()) for k, v in terms.items()})
+            log.append(entry)
+        return -grad
+
+    return cond_fn
