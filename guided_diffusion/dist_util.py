@@ -1,0 +1,171 @@
+"""
+Helpers for data-parallel training launched through MPI.
+
+`mpiexec -n N python script.py` starts N ranks; `setup_dist()` joins them in a
+torch.distributed process group (NCCL on GPUs, gloo on CPU) whose rendezvous
+address and port are chosen by rank 0 and broadcast over MPI. A plain
+`python script.py` (no MPI runtime, or mpi4py not installed) is a single
+process and none of the collectives below do anything.
+"""
+
+import io
+import os
+import socket
+
+import numpy as np
+import torch as th
+import torch.distributed as dist
+
+# MPI's broadcast counts are C ints: keep each chunk well under 2**31 bytes.
+_CHUNK_BYTES = 2**30
+
+_comm = None  # MPI.COMM_WORLD when running with more than one rank
+
+
+def _mpi_world():
+    """COMM_WORLD of mpi4py, or None when MPI cannot be used in this process."""
+    try:
+        from mpi4py import MPI
+    except Exception:  # ImportError, or a runtime library that fails to load
+        return None
+    return MPI.COMM_WORLD
+
+
+def setup_dist():
+    """
+    Join the process group of all MPI ranks (no-op for a single process).
+
+    Safe to call more than once. Each rank on a node is pinned to its own GPU
+    when GPUs are present.
+    """
+    global _comm
+    if dist.is_initialized():
+        return
+    comm = _mpi_world()
+    if comm is None or comm.Get_size() == 1:
+        return
+    _comm = comm
+
+    from mpi4py import MPI
+
+    local_rank = comm.Split_type(split_type=MPI.COMM_TYPE_SHARED).Get_rank()
+    use_cuda = th.cuda.is_available()
+    if use_cuda:
+        th.cuda.set_device(local_rank % th.cuda.device_count())
+    backend = "nccl" if use_cuda else "gloo"
+
+    hostnames = comm.allgather(socket.gethostname())
+    if len(set(hostnames)) == 1:
+        address = "127.0.0.1"
+    else:
+        address = socket.gethostbyname(socket.getfqdn()) if comm.Get_rank() == 0 else None
+    address = comm.bcast(address, root=0)
+    port = comm.bcast(_find_free_port() if comm.Get_rank() == 0 else None, root=0)
+
+    os.environ["MASTER_ADDR"] = address
+    os.environ["MASTER_PORT"] = str(port)
+    os.environ["RANK"] = str(comm.Get_rank())
+    os.environ["WORLD_SIZE"] = str(comm.Get_size())
+    dist.init_process_group(backend=backend, init_method="env://")
+
+
+def _find_free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("", 0))
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        return s.getsockname()[1]
+
+
+def is_distributed():
+    """True when more than one rank takes part in training."""
+    return dist.is_initialized() and dist.get_world_size() > 1
+
+
+def get_rank():
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def get_world_size():
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def dev():
+    """The device this rank computes on."""
+    if th.cuda.is_available():
+        return th.device("cuda", th.cuda.current_device())
+    return th.device("cpu")
+
+
+def barrier():
+    if is_distributed():
+        dist.barrier()
+
+
+def broadcast_object(obj, root=0):
+    """Return rank `root`'s `obj` on every rank (identity for one process)."""
+    if _comm is not None:
+        return _comm.bcast(obj, root=root)
+    if is_distributed():
+        box = [obj]
+        dist.broadcast_object_list(box, src=root)
+        return box[0]
+    return obj
+
+
+def load_state_dict(path, **kwargs):
+    """
+    Load a torch checkpoint that rank 0 reads from disk and broadcasts.
+
+    Only rank 0's `path` matters. Every rank takes the same collective path:
+    rank 0 first broadcasts either the byte count or the error it met, so a
+    missing file raises the same FileNotFoundError on all ranks instead of
+    leaving the others waiting forever (guided-diffusion#23), and the chunk
+    count is derived from that size on every rank.
+
+    :param path: checkpoint file.
+    :param kwargs: passed to torch.load (e.g. map_location).
+    """
+    if _comm is None:
+        return _torch_load(_read_bytes(path), path, **kwargs)
+
+    data, error = None, None
+    if _comm.Get_rank() == 0:
+        try:
+            data = _read_bytes(path)
+        except OSError as exc:
+            error = exc
+    if error is None:
+        header = (len(data), None, False)
+    else:
+        header = (None, str(error), isinstance(error, FileNotFoundError))
+    size, message, missing = _comm.bcast(header, root=0)
+    if size is None:
+        raise (FileNotFoundError if missing else OSError)(message)
+
+    buf = np.frombuffer(data, dtype=np.uint8).copy() if data is not None else np.empty(size, dtype=np.uint8)
+    for start in range(0, size, _CHUNK_BYTES):
+        _comm.Bcast(buf[start : start + _CHUNK_BYTES], root=0)
+    return _torch_load(buf.tobytes(), path, **kwargs)
+
+
+def _read_bytes(path):
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _torch_load(data, path, **kwargs):
+    try:
+        return th.load(io.BytesIO(data), **kwargs)
+    except Exception as exc:  # pickle/zip errors of every kind for a corrupt file
+        raise ValueError(f"cannot read checkpoint {path}: {exc}") from exc
+
+
+def sync_params(params):
+    """Copy rank 0's values of `params` (tensors) to every rank."""
+    if not is_distributed():
+        return
+    for p in params:
+        with th.no_grad():
+            dist.broadcast(p, 0)
