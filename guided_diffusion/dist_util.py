@@ -112,6 +112,35 @@ def broadcast_object(obj, root=0):
     return obj
 
 
+def rank0_result(fn):
+    """
+    Evaluate fn() on rank 0 only and return its result on every rank; a
+    ValueError / FileNotFoundError it raises is raised on every rank, so no
+    rank is left waiting for a broadcast that never comes.
+    """
+    outcome = None
+    if get_rank() == 0:
+        try:
+            outcome = (fn(), None, None)
+        except (ValueError, FileNotFoundError) as exc:
+            outcome = (None, type(exc).__name__, str(exc))
+    result, error_type, message = broadcast_object(outcome)
+    if error_type is not None:
+        raise (FileNotFoundError if error_type == "FileNotFoundError" else ValueError)(message)
+    return result
+
+
+def all_gather_object(obj):
+    """List of every rank's `obj`, in rank order ([obj] for one process)."""
+    if _comm is not None:
+        return _comm.allgather(obj)
+    if is_distributed():
+        gathered = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, obj)
+        return gathered
+    return [obj]
+
+
 def load_state_dict(path, **kwargs):
     """
     Load a torch checkpoint that rank 0 reads from disk and broadcasts.
@@ -128,16 +157,13 @@ def load_state_dict(path, **kwargs):
     if _comm is None:
         return _torch_load(_read_bytes(path), path, **kwargs)
 
-    data, error = None, None
+    data, header = None, None
     if _comm.Get_rank() == 0:
         try:
             data = _read_bytes(path)
+            header = (len(data), None, False)
         except OSError as exc:
-            error = exc
-    if error is None:
-        header = (len(data), None, False)
-    else:
-        header = (None, str(error), isinstance(error, FileNotFoundError))
+            header = (None, str(exc), isinstance(exc, FileNotFoundError))
     size, message, missing = _comm.bcast(header, root=0)
     if size is None:
         raise (FileNotFoundError if missing else OSError)(message)

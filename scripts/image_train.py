@@ -1,0 +1,160 @@
+"""
+Train the attribute-conditional diffusion model on a dataset folder.
+
+    python scripts/image_train.py --data_dir data/celebahq --log_dir runs/diffusion
+    mpiexec -n 2 python scripts/image_train.py ...      # data parallel, one shard per rank
+
+Defaults are the paper's (256 px, 128 channels, 2 res blocks, 4 heads,
+attention at 16 and 8, 1000 linear-schedule steps, lr 1e-4, EMA 0.9999).
+Running the same command again resumes from the latest checkpoint in
+--log_dir; model_config.json there records the model/diffusion flags, so
+sampling and editing never need them again.
+"""
+
+import argparse
+import os
+import sys
+
+import torch as th
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from guided_diffusion import dist_util, logger  # noqa: E402
+from guided_diffusion.image_datasets import load_data  # noqa: E402
+from guided_diffusion.resample import create_named_schedule_sampler  # noqa: E402
+from guided_diffusion.script_util import (  # noqa: E402
+    add_dict_to_argparser,
+    args_to_dict,
+    create_model_and_diffusion,
+    model_and_diffusion_defaults,
+)
+from guided_diffusion.train_util import (  # noqa: E402
+    TrainLoop,
+    find_resume_checkpoint,
+    parse_resume_step_from_filename,
+)
+
+
+def main(argv=None):
+    args = create_argparser().parse_args(argv)
+    try:
+        train(args)
+    except (ValueError, FileNotFoundError) as exc:
+        if dist_util.get_rank() == 0:  # every rank raises the same error; say it once
+            print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def train(args):
+    dist_util.setup_dist()
+    logger.configure(dir=args.log_dir)
+    logger.log(f"arguments: {vars(args)}")
+    th.manual_seed(args.seed)
+
+    resume = dist_util.rank0_result(lambda: find_resume_checkpoint(args.resume_checkpoint, args.log_dir))
+    start_step = parse_resume_step_from_filename(resume) if resume else 0
+    data = _collectively(
+        lambda: load_data(
+            data_dir=args.data_dir,
+            batch_size=args.batch_size,
+            image_size=args.image_size,
+            attribute_cond=args.num_attributes > 0,
+            class_cond=args.class_cond,
+            random_flip=args.random_flip,
+            num_attributes=args.num_attributes or None,
+            seed=args.seed,
+            start_batch=start_step,  # a resumed run sees the batches an uninterrupted one would
+        )
+    )
+
+    model_config = args_to_dict(args, model_and_diffusion_defaults().keys())
+    model, diffusion = create_model_and_diffusion(**model_config)
+    model.to(dist_util.dev())
+    schedule_sampler = create_named_schedule_sampler(args.schedule_sampler, diffusion)
+
+    logger.log("training...")
+    TrainLoop(
+        model=model,
+        diffusion=diffusion,
+        data=data,
+        batch_size=args.batch_size,
+        microbatch=args.microbatch,
+        lr=args.lr,
+        ema_rate=args.ema_rate,
+        log_interval=args.log_interval,
+        save_interval=args.save_interval,
+        resume_checkpoint=resume or "",
+        use_fp16=args.use_fp16,
+        use_bf16=args.use_bf16,
+        fp16_scale_growth=args.fp16_scale_growth,
+        schedule_sampler=schedule_sampler,
+        weight_decay=args.weight_decay,
+        lr_anneal_steps=args.lr_anneal_steps,
+        max_steps=args.max_steps,
+        seed=args.seed,
+        model_config=model_config,
+    ).run_loop()
+
+
+def _collectively(fn):
+    """Run fn on every rank; if it fails on any rank, raise on all (so none waits in a collective)."""
+    result, error = None, None
+    try:
+        result = fn()
+    except (ValueError, FileNotFoundError) as exc:
+        error = exc
+    messages = dist_util.all_gather_object(None if error is None else str(error))
+    failures = [f"{message} (rank {rank})" for rank, message in enumerate(messages) if message]
+    if failures:
+        raise (type(error) if error is not None else ValueError)(failures[0])
+    return result
+
+
+HELP = {
+    "data_dir": "folder of 00000.png ... and attributes.pt (float [N, num_attributes])",
+    "log_dir": "checkpoints, model_config.json, log.txt and progress.csv go here; rerunning resumes",
+    "batch_size": "images per rank per step",
+    "microbatch": "images per forward/backward (-1: the whole batch); same result, less memory",
+    "ema_rate": "comma-separated EMA rates, one ema_<rate>_NNNNNN.pt each",
+    "lr_anneal_steps": "if > 0: lr decays linearly to 0 at this step, where training ends",
+    "max_steps": "if > 0: stop at this step without changing the lr schedule",
+    "resume_checkpoint": "modelNNNNNN.pt to resume from (default: the latest in --log_dir)",
+    "use_fp16": "float16 weights with loss scaling (GPU)",
+    "use_bf16": "bfloat16 autocast, float32 weights",
+    "schedule_sampler": "uniform or loss-second-moment",
+    "snr_gamma": "min-SNR-gamma loss weighting (none: plain MSE)",
+    "num_attributes": "attribute-vector length (0: unconditional, or class_cond)",
+    "timestep_respacing": "respacing of the diffusion steps, e.g. ddim25 ('' keeps all)",
+    "seed": "seeds initialisation, data order and noise; a resumed run repeats an uninterrupted one",
+}
+
+
+def create_argparser():
+    defaults = dict(
+        data_dir=os.path.join("data", "celebahq"),
+        log_dir=os.path.join("runs", "diffusion"),
+        schedule_sampler="uniform",
+        lr=1e-4,
+        weight_decay=0.0,
+        lr_anneal_steps=0,
+        max_steps=0,
+        batch_size=1,
+        microbatch=-1,
+        ema_rate="0.9999",
+        log_interval=10,
+        save_interval=10000,
+        resume_checkpoint="",
+        use_bf16=False,
+        fp16_scale_growth=1e-3,
+        random_flip=True,
+        seed=0,
+    )
+    defaults.update(model_and_diffusion_defaults())
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
+    add_dict_to_argparser(parser, defaults, help=HELP)
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())
