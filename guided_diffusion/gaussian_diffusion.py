@@ -617,8 +617,9 @@ class GaussianDiffusion:
         :param device: where to sample; default noise's device, else the
             model's.
         :param num_steps: k in [1, T] (default T): start at level k-1.
-        :param noise_sequence: optional list of k tensors, the per-step noise
-            in sampling order (see p_sample); ddpm_inversion returns one.
+        :param noise_sequence: optional list of k tensors, noise_sequence[t]
+            the noise of the step at t (see p_sample); ddpm_inversion
+            returns one.
         :return: generator of dict(sample, pred_xstart, t) per step, sample
             being x at level t-1 (x_0 at the last step).
         """
@@ -626,7 +627,7 @@ class GaussianDiffusion:
         if noise_sequence is not None and len(noise_sequence) != num_steps:
             raise ValueError(f"noise_sequence has {len(noise_sequence)} entries, expected num_steps = {num_steps}")
         sample = self._initial_sample(model, shape, noise, device, num_steps)
-        for i, step in enumerate(self._steps(num_steps - 1, -1, -1, progress, "DDPM sampling")):
+        for step in self._steps(num_steps - 1, -1, -1, progress, "DDPM sampling"):
             t = torch.full((shape[0],), step, device=sample.device, dtype=torch.long)
             with torch.no_grad():
                 out = self.p_sample(
@@ -637,7 +638,7 @@ class GaussianDiffusion:
                     denoised_fn=denoised_fn,
                     cond_fn=cond_fn,
                     model_kwargs=model_kwargs,
-                    noise=None if noise_sequence is None else noise_sequence[i],
+                    noise=None if noise_sequence is None else noise_sequence[step],
                 )
             yield {**out, "t": t}
             sample = out["sample"]
@@ -782,16 +783,24 @@ class GaussianDiffusion:
             sample = out["sample"]
 
     def ddpm_inversion(
-        self, model, x0, clip_denoised=False, model_kwargs=None, num_steps=None, progress=False, generator=None
+        self,
+        model,
+        x0,
+        clip_denoised=False,
+        model_kwargs=None,
+        num_steps=None,
+        progress=False,
+        generator=None,
+        noise=None,
     ):
         """
         Edit-friendly DDPM inversion (Huberman-Spiegelglas et al. 2023; the
         DPM-Encoder of CycleDiffusion, Wu & De la Torre 2023).
 
         Each x_t, t = 0..k-1, is drawn independently from q(x_t | x_0); then
-        for each step the noise z_t = (x_{t-1} - mean_t(x_t)) / std_t is
-        stored that makes p_sample land exactly on x_{t-1}, and at t == 0
-        on x0 itself (std_0 is the decoder's, see p_sample). Hence
+        for each step t the noise z_t = (x_{t-1} - mean_t(x_t)) / std_t is
+        stored that makes p_sample land exactly on x_{t-1}, and at t == 0 on
+        x0 itself (std_0 is the decoder's, see p_sample). Hence
         p_sample_loop(model, x0.shape, noise=x_T, num_steps=k,
         noise_sequence=noise_sequence, clip_denoised=<same>) reproduces x0
         up to rounding under the same model_kwargs and no cond_fn; with other
@@ -801,30 +810,34 @@ class GaussianDiffusion:
         :param num_steps: k in [1, T] (default T).
         :param generator: optional torch.Generator (on x0's device) for the
             draws of x_t.
+        :param noise: optional list of k standard normal tensors shaped like
+            x0, noise[t] giving x_t = q_sample(x0, t, noise[t]); replaces the
+            draws (e.g. for per-sample seeds).
         :return: dict with
             - x_T: x at level k-1;
-            - noise_sequence: list of k tensors in sampling order
-              (noise_sequence[i] is used at t = k-1-i);
-            - trajectory: list of the k drawn x_t in the same order
-              (trajectory[0] is x_T).
+            - noise_sequence: list of k tensors, noise_sequence[t] for the
+              step at t (the order p_sample_loop reads them in);
+            - trajectory: list of the k drawn x_t, trajectory[t] at level t.
         """
         num_steps = self._resolve_num_steps(num_steps)
-        levels = range(num_steps - 1, -1, -1)
-        trajectory = []
-        for step in levels:
-            t = torch.full((x0.shape[0],), step, device=x0.device, dtype=torch.long)
-            noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-            trajectory.append(self.q_sample(x0, t, noise=noise))
-        noise_sequence = []
-        for i, step in enumerate(tqdm(levels, disable=not progress, desc="DDPM inversion", leave=False)):
-            t = torch.full((x0.shape[0],), step, device=x0.device, dtype=torch.long)
-            target = trajectory[i + 1] if i + 1 < num_steps else x0
+        if noise is None:
+            noise = [
+                torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+                for _ in range(num_steps)
+            ]
+        elif len(noise) != num_steps:
+            raise ValueError(f"noise has {len(noise)} entries, expected num_steps = {num_steps}")
+        timesteps = [torch.full((x0.shape[0],), step, device=x0.device, dtype=torch.long) for step in range(num_steps)]
+        trajectory = [self.q_sample(x0, t, noise=z) for t, z in zip(timesteps, noise)]
+        noise_sequence = [None] * num_steps
+        for step in tqdm(range(num_steps - 1, -1, -1), disable=not progress, desc="DDPM inversion", leave=False):
+            target = trajectory[step - 1] if step > 0 else x0
             with torch.no_grad():
                 out = self.p_mean_variance(
-                    model, trajectory[i], t, clip_denoised=clip_denoised, model_kwargs=model_kwargs
+                    model, trajectory[step], timesteps[step], clip_denoised=clip_denoised, model_kwargs=model_kwargs
                 )
-            noise_sequence.append((target - out["mean"]) / torch.exp(0.5 * out["log_variance"]))
-        return {"x_T": trajectory[0], "noise_sequence": noise_sequence, "trajectory": trajectory}
+            noise_sequence[step] = (target - out["mean"]) / torch.exp(0.5 * out["log_variance"])
+        return {"x_T": trajectory[-1], "noise_sequence": noise_sequence, "trajectory": trajectory}
 
     # ------------------------------------------------------------------
     # Training
