@@ -252,7 +252,7 @@ def sample_identity(rng):
         "eye_spacing": _uniform(rng, 0.088, 0.102),
         "eye_height": _uniform(rng, -0.035, -0.015),
         "eye_width": _uniform(rng, 0.043, 0.05),
-        "eye_openness": _uniform(rng, 0.42, 0.55),
+        "eye_openness": _uniform(rng, 0.5, 0.62),
         "eye_tilt": _uniform(rng, -0.004, 0.006),
         "iris": _jitter_colour(rng, _pick(rng, _IRIS_COLOURS), 10),
         "brow_thickness": _uniform(rng, 0.009, 0.013),
@@ -434,7 +434,7 @@ class _Geometry:
         self.mouth_y = self.cy + u * identity["mouth_height"]
         self.mouth_w = u * identity["mouth_width"]
         self.chin_y = self.cy + self.h
-        self.hairline_y = self.cy - u * 0.17
+        self.hairline_y = self.cy - u * 0.185
         self.temple_y = self.eye_y - u * 0.035
 
     def eyes(self):
@@ -662,18 +662,21 @@ def _draw_blush(draw, g, identity, a):
 
 
 def _draw_bags(draw, g, identity, a):
-    """Dark crescents under the eyes."""
+    """Puffy dark crescents under the eyes, with a light rim below."""
     if not a[BAGS]:
         return
     for ex, ey in g.eyes():
         top = ey + g.eye_h * 0.6
-        outer = _bezier((ex - g.eye_w * 1.05, top), (ex, top + g.px(0.06)), (ex + g.eye_w * 1.05, top))
-        inner = _bezier((ex + g.eye_w * 1.05, top), (ex, top + g.px(0.012)), (ex - g.eye_w * 1.05, top))
-        draw.polygon(outer + inner, fill=(70, 35, 60, 190))
+        half = g.eye_w * 1.1
+        outer = _bezier((ex - half, top), (ex, top + g.px(0.075)), (ex + half, top))
+        inner = _bezier((ex + half, top), (ex, top + g.px(0.015)), (ex - half, top))
+        draw.polygon(outer + inner, fill=(60, 30, 55, 200))
+        rim = _bezier((ex - half * 0.8, top + g.px(0.012)), (ex, top + g.px(0.09)), (ex + half * 0.8, top + g.px(0.012)))
+        draw.line(rim, fill=(255, 235, 220, 110), width=max(1, round(g.px(0.009))))
 
 
 def _eye_height(g, a):
-    return g.eye_h * (0.42 if a[NARROW_EYES] else 1.0)
+    return g.eye_h * (0.35 if a[NARROW_EYES] else 1.0)
 
 
 def _eye_outline(ex, ey, w, h, tilt):
@@ -758,22 +761,23 @@ def _draw_beard(draw, g, identity, a):
 
 
 def _draw_goatee(draw, g, identity, a):
-    """Goatee: moustache over the upper lip and a patch on the chin."""
+    """Goatee: moustache over the lips joined around the mouth to a chin patch."""
     if not a[GOATEE]:
         return
     colour = _alpha(identity["beard_colour"], 235)
-    mw = g.mouth_w
-    y = g.mouth_y
-    draw.polygon(
-        _bezier((g.mid_x - mw * 1.05, y + g.px(0.006)), (g.mid_x, y - g.px(0.05)), (g.mid_x + mw * 1.05, y + g.px(0.006)))
-        + _bezier((g.mid_x + mw * 0.9, y - g.px(0.006)), (g.mid_x, y - g.px(0.022)), (g.mid_x - mw * 0.9, y - g.px(0.006))),
-        fill=colour,
-    )
-    draw.polygon(
-        _bezier((g.mid_x - mw * 0.55, y + g.px(0.035)), (g.mid_x, y + g.px(0.03)), (g.mid_x + mw * 0.55, y + g.px(0.035)))
-        + _bezier((g.mid_x + mw * 0.5, g.chin_y - g.px(0.004)), (g.mid_x, g.chin_y + g.px(0.02)), (g.mid_x - mw * 0.5, g.chin_y - g.px(0.004))),
-        fill=colour,
-    )
+    mw, x0, y0 = g.mouth_w, g.mid_x, g.mouth_y
+    upper = _bezier((x0 - mw * 1.2, y0 + g.px(0.01)), (x0, y0 - g.px(0.11)), (x0 + mw * 1.2, y0 + g.px(0.01)))
+    lower = _bezier((x0 + mw * 0.9, y0), (x0, y0 - g.px(0.03)), (x0 - mw * 0.9, y0))
+    draw.polygon(upper + lower, fill=colour)
+    top = _bezier((x0 - mw * 0.65, y0 + g.px(0.04)), (x0, y0 + g.px(0.03)), (x0 + mw * 0.65, y0 + g.px(0.04)))
+    bottom = _bezier((x0 + mw * 0.65, g.chin_y - g.px(0.01)), (x0, g.chin_y + g.px(0.03)), (x0 - mw * 0.65, g.chin_y - g.px(0.01)))
+    draw.polygon(top + bottom, fill=colour)
+    for s in (-1, 1):
+        draw.line(
+            [(x0 + s * mw * 1.12, y0 + g.px(0.005)), (x0 + s * mw * 0.6, y0 + g.px(0.05))],
+            fill=colour,
+            width=max(1, round(g.px(0.016))),
+        )
 
 
 def _draw_mouth(draw, g, identity, a):
