@@ -45,7 +45,9 @@ def get_named_beta_schedule(schedule_name, num_diffusion_timesteps):
         raise ValueError(f"num_diffusion_timesteps must be a positive integer, got {num_diffusion_timesteps!r}")
     if schedule_name == "linear":
         if num_diffusion_timesteps <= 20:
-            raise ValueError(f"the linear schedule needs more than 20 steps (its last beta is 20 / T), got {num_diffusion_timesteps}")
+            raise ValueError(
+                f"the linear schedule needs more than 20 steps (its last beta is 20 / T), got {num_diffusion_timesteps}"
+            )
         scale = 1000 / num_diffusion_timesteps
         return np.linspace(scale * 0.0001, scale * 0.02, num_diffusion_timesteps, dtype=np.float64)
     if schedule_name == "cosine":

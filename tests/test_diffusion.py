@@ -31,6 +31,15 @@ from guided_diffusion.resample import (
 from guided_diffusion.respace import SpacedDiffusion, space_timesteps
 
 
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """The models here are tiny: thread hand-offs cost more than they save, above all on busy cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def diffusion_kwargs(
     steps=1000,
     schedule="linear",
@@ -597,18 +606,20 @@ def test_likelihood_helpers():
 
 
 def test_uniform_sampler_is_uniform_with_unit_weights():
-    sampler = create_named_schedule_sampler("uniform", GaussianDiffusion(**diffusion_kwargs(steps=10, schedule="cosine")))
+    diffusion = GaussianDiffusion(**diffusion_kwargs(steps=10, schedule="cosine"))
+    sampler = create_named_schedule_sampler("uniform", diffusion)
     assert isinstance(sampler, UniformSampler)
     torch.manual_seed(0)
     t, weights = sampler.sample(5000, "cpu")
     assert t.min() >= 0 and t.max() <= 9 and torch.all(weights == 1)
     assert (torch.bincount(t, minlength=10).double() / 5000 - 0.1).abs().max() < 0.03
     with pytest.raises(ValueError, match="schedule sampler"):
-        create_named_schedule_sampler("beta", GaussianDiffusion(**diffusion_kwargs(steps=10, schedule="cosine")))
+        create_named_schedule_sampler("beta", diffusion)
 
 
 def test_loss_second_moment_resampler_prefers_high_loss_steps():
-    sampler = create_named_schedule_sampler("loss-second-moment", GaussianDiffusion(**diffusion_kwargs(steps=10, schedule="cosine")))
+    diffusion = GaussianDiffusion(**diffusion_kwargs(steps=10, schedule="cosine"))
+    sampler = create_named_schedule_sampler("loss-second-moment", diffusion)
     assert isinstance(sampler, LossSecondMomentResampler)
     high = {7, 8, 9}
     for _ in range(sampler.history_per_term):
@@ -642,8 +653,8 @@ def test_bad_inputs_raise_clear_errors():
         diffusion.q_sample(x, torch.tensor([0, 10]))
     with pytest.raises(ValueError, match="integer"):
         diffusion.q_sample(x, torch.tensor([0.0, 1.0]))
+    learned = GaussianDiffusion(**diffusion_kwargs(steps=10, schedule="cosine", var_type=ModelVarType.LEARNED_RANGE))
     with pytest.raises(ValueError, match="model output"):
-        learned = GaussianDiffusion(**diffusion_kwargs(steps=10, schedule="cosine", var_type=ModelVarType.LEARNED_RANGE))
         learned.p_mean_variance(net, x, batch_t(1, 2))
     with pytest.raises(ValueError, match="num_steps"):
         diffusion.ddim_sample_loop(net, x.shape, noise=x, num_steps=11)
