@@ -385,6 +385,12 @@ class UNetModel(nn.Module):
             raise ValueError("channel_mult must list at least one level")
         if dims not in (1, 2, 3):
             raise ValueError(f"unsupported dimensions: {dims} (expected 1, 2 or 3)")
+        if isinstance(attention_resolutions, str):
+            raise ValueError(
+                f"attention_resolutions must be a collection of downsample rates such as "
+                f"(2, 4), not the string {attention_resolutions!r} (script_util converts "
+                f"resolutions like '16,8' into rates)"
+            )
         if num_heads_upsample == -1:
             num_heads_upsample = num_heads
 

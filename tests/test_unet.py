@@ -309,12 +309,12 @@ def test_mixed_precision_trainer_reduces_loss(mode):
         use_bf16=mode == "bf16",
         log_fn=lambda key, value: logged.setdefault(key, []).append(value),
     )
-    losses = fit_steps(trainer, model, steps=12)
-    assert losses[-1] < 0.6 * losses[0]
-    assert len(logged["grad_norm"]) == 12 and all(g > 0 for g in logged["grad_norm"])
+    losses = fit_steps(trainer, model, steps=8)
+    assert losses[-1] < 0.7 * losses[0]
+    assert len(logged["grad_norm"]) == 8 and all(g > 0 for g in logged["grad_norm"])
     if mode == "fp16":
         assert model.dtype == torch.float16
-        assert logged["fp16_overflow"] == [0.0] * 12
+        assert logged["fp16_overflow"] == [0.0] * 8
         # Loss scaling must not leak into the step: gradient norms are unscaled.
         assert max(logged["grad_norm"]) < 1e3
 
@@ -456,3 +456,5 @@ def test_unconditional_model_rejects_y_and_bad_head_config():
         tiny_unet(num_head_channels=-1, num_heads=3)
     with pytest.raises(ValueError, match="exclusive"):
         tiny_unet(num_classes=3, num_attributes=20)
+    with pytest.raises(ValueError, match="attention_resolutions"):
+        tiny_unet(attention_resolutions="2")
