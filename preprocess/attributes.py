@@ -196,7 +196,8 @@ def read_attribute_file(path, expected_names=None):
 
     :param path: local or blobfile path.
     :param expected_names: if given, the names line must equal this list.
-    :return: (names list[K], filenames list[N], values int8 ndarray [N, K] of -1/1).
+    :return: (names list[K], filenames list[N], values int8 ndarray [N, K] of -1/1,
+        line numbers list[N] of the rows, 1-based).
     :raises FileNotFoundError, ValueError: naming the file and line at fault.
     """
     if not bf.exists(path):
@@ -234,7 +235,7 @@ def read_attribute_file(path, expected_names=None):
             raise ValueError(f"{path}:{number}: values must be -1 or 1, got {bad[0]!r}")
         filenames.append(fields[0])
         values[row] = [int(v) for v in fields[1:]]
-    return names, filenames, values
+    return names, filenames, values, [number for number, _ in rows]
 
 
 def read_hq_mapping(path):
@@ -275,33 +276,53 @@ def load_celeba_attributes(celeba_attr_path, hq_mapping_path=None):
     ``prepare_images.py`` gives the images). With the CelebA-HQ mapping: one row
     per HQ image, in HQ index order.
 
-    :return: (source filenames list[N], float tensor [N, 20] of 0/1). For HQ the
-        source filename is the CelebA file each HQ image came from.
+    :return: (keys list[N], float tensor [N, 20] of 0/1, sources list[N]).
+        keys name each row's image: the CelebA filename, or for CelebA-HQ the
+        HQ index as a string. sources say where each row is defined
+        ("file:line"), for error messages.
     """
-    _, filenames, values = read_attribute_file(celeba_attr_path, CELEBA_ATTRIBUTE_NAMES)
+    _, filenames, values, lines = read_attribute_file(celeba_attr_path, CELEBA_ATTRIBUTE_NAMES)
     if hq_mapping_path is None:
         order = sorted(range(len(filenames)), key=lambda i: image_sort_key(filenames[i]))
-        return [filenames[i] for i in order], celeba_to_paper(values[order])
+        sources = [f"{celeba_attr_path}:{lines[i]}" for i in order]
+        return [filenames[i] for i in order], celeba_to_paper(values[order]), sources
     row_of_file = {name: row for row, name in enumerate(filenames)}
-    rows = []
-    for idx, orig_idx, orig_file in read_hq_mapping(hq_mapping_path):
+    rows, keys, sources = [], [], []
+    for line, (idx, orig_idx, orig_file) in zip(_data_line_numbers(hq_mapping_path), read_hq_mapping(hq_mapping_path)):
         row = row_of_file.get(orig_file)
         if row is None:
             raise ValueError(
-                f"{hq_mapping_path}: HQ image {idx} refers to {orig_file}, "
+                f"{hq_mapping_path}:{line}: HQ image {idx} refers to {orig_file}, "
                 f"which {celeba_attr_path} does not list"
             )
         rows.append(row)
-    return [filenames[r] for r in rows], celeba_to_paper(values[rows])
+        keys.append(str(idx))
+        sources.append(f"{hq_mapping_path}:{line}")
+    return keys, celeba_to_paper(values[rows]), sources
 
 
-def _atomic_write_bytes(path, data):
+def _data_line_numbers(path):
+    """1-based numbers of the non-empty lines after the header."""
+    with bf.BlobFile(path, "r") as f:
+        return [n for n, line in enumerate(f.read().splitlines()[1:], 2) if line.strip()]
+
+
+def _default_file_mode():
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def atomic_write(path, data):
+    """Write ``data`` (bytes) to ``path`` through a temporary file in the same
+    directory, so ``path`` is never left half-written."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, _default_file_mode())  # mkstemp makes it private
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -336,8 +357,8 @@ def write_attributes(out_dir, filenames, attributes):
     text = format_attribute_file(filenames, attributes)
     buffer = io.BytesIO()
     torch.save(attributes.clone(), buffer)
-    _atomic_write_bytes(os.path.join(out_dir, ATTRIBUTES_PT), buffer.getvalue())
-    _atomic_write_bytes(os.path.join(out_dir, ATTRIBUTES_TXT), text.encode())
+    atomic_write(os.path.join(out_dir, ATTRIBUTES_PT), buffer.getvalue())
+    atomic_write(os.path.join(out_dir, ATTRIBUTES_TXT), text.encode())
 
 
 def read_attributes(data_dir):

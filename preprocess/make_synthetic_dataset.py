@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from preprocess.attributes import ATTRIBUTE_NAMES, image_filename, write_attributes  # noqa: E402
+from preprocess.attributes import ATTRIBUTE_NAMES, atomic_write, image_filename, write_attributes  # noqa: E402
 from preprocess.synthetic_faces import (  # noqa: E402
     IDENTITIES_JSON,
     example_face,
@@ -98,8 +98,7 @@ def make_dataset(out, num_images, image_size=64, seed=0, workers=2, overwrite=Fa
             {"file": name, "identity": identity, "attributes": attributes}
             for name, (identity, attributes) in zip(filenames, faces)
         ]
-        with open(os.path.join(building, IDENTITIES_JSON), "w") as f:
-            json.dump(record, f)
+        atomic_write(os.path.join(building, IDENTITIES_JSON), json.dumps(record).encode())
         if os.path.exists(out):
             previous = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(out)}.old-")
             os.replace(out, os.path.join(previous, "dataset"))

@@ -69,7 +69,7 @@ NUM_ATTRIBUTES = len(ATTRIBUTE_NAMES)
 HAIR_COLOURS = (BLACK_HAIR, BLOND_HAIR, BROWN_HAIR, GRAY_HAIR)
 
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 256
-RENDERER_VERSION = 1
+RENDERER_VERSION = 2  # bumped whenever the pixels of a face change
 IDENTITIES_JSON = "identities.json"
 IDENTITIES_FORMAT = "cyclediff-synthetic-faces"
 
@@ -195,7 +195,8 @@ _IRIS_COLOURS = [
     (60, 100, 150),
     (100, 115, 125),
 ]
-_OWN_HAIR_COLOURS = [(150, 60, 30), (175, 85, 40), (120, 50, 35), (190, 110, 70)]
+# Red/auburn/ginger: clearly none of black, blond, brown or gray.
+_OWN_HAIR_COLOURS = [(165, 50, 25), (195, 85, 35), (215, 120, 60), (140, 35, 30)]
 _BACKGROUNDS = [
     (200, 205, 215),
     (230, 225, 210),
@@ -263,7 +264,7 @@ def sample_identity(rng):
         "mouth_width": _uniform(rng, 0.05, 0.062),
         "mouth_height": _uniform(rng, 0.15, 0.17),
         "lip_fullness": _uniform(rng, 0.8, 1.2),
-        "lip_colour": list(_shade(_mix(skin, (175, 100, 100), 0.35), 0.9)),
+        "lip_colour": list(_shade(_mix(skin, (205, 105, 115), 0.45), 0.85)),
         "hair_shade": _uniform(rng, 0.85, 1.12),
         "own_hair_colour": _jitter_colour(rng, _pick(rng, _OWN_HAIR_COLOURS), 12),
         "hair_volume": _uniform(rng, 0.025, 0.055),
@@ -806,7 +807,20 @@ def _draw_mouth(draw, g, identity, a):
     draw.polygon(top + upper_inner, fill=lip)
     draw.polygon(lower_inner + bottom, fill=lip if a[LIPSTICK] else _shade(lip, 0.92))
     if not a[MOUTH_OPEN]:
-        draw.line(upper_inner, fill=_shade(lip, 0.45), width=max(1, round(g.px(0.008))))
+        draw.line(upper_inner, fill=(45, 15, 15), width=max(1, round(g.px(0.01))))
+    if a[SMILING]:
+        # Smile creases curling up beside the corners.
+        for s, corner in ((-1, left), (1, right)):
+            draw.line(
+                _bezier(
+                    (corner[0] + s * g.px(0.006), corner[1] - g.px(0.02)),
+                    (corner[0] + s * g.px(0.022), corner[1] + g.px(0.002)),
+                    (corner[0] + s * g.px(0.004), corner[1] + g.px(0.026)),
+                    n=6,
+                ),
+                fill=(60, 30, 25, 160),
+                width=max(1, round(g.px(0.009))),
+            )
 
 
 def _draw_hair_top(draw, g, identity, a):

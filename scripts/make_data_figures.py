@@ -10,16 +10,16 @@ enlarged with nearest neighbour, so the sheets show what the models see.
 """
 
 import argparse
+import io
 import os
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
-from preprocess.attributes import ATTRIBUTE_SHORT_NAMES, EDITABLE_ATTRIBUTES  # noqa: E402
+from preprocess.attributes import ATTRIBUTE_SHORT_NAMES, EDITABLE_ATTRIBUTES, atomic_write  # noqa: E402
 from preprocess.synthetic_faces import example_face, render  # noqa: E402
 
 BACKGROUND = (255, 255, 255)
@@ -52,16 +52,9 @@ def _enlarge(pixels, scale):
 
 
 def _save_atomic(image, path):
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".png")
-    os.close(fd)
-    try:
-        image.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        os.remove(tmp)
-        raise
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    atomic_write(path, buffer.getvalue())
 
 
 def faces_sheet(seed, rows, cols, image_size, scale):
