@@ -308,6 +308,45 @@ def test_ddim_guidance_follows_score_rule():
         torch.testing.assert_close(guided - plain, coefficient * direction)
 
 
+def test_ddim_with_eta_one_is_ddpm():
+    """sigma(eta=1)^2 is the posterior variance, and the DDIM mean then equals the DDPM posterior mean."""
+    diffusion = GaussianDiffusion(**diffusion_kwargs(steps=100))
+    net = tiny_net()
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    noise = torch.randn_like(x)
+    for step in (99, 40, 1):
+        t = batch_t(step, 2)
+        ddim = diffusion.ddim_sample(net, x, t, clip_denoised=False, eta=1.0, noise=noise)["sample"]
+        ddpm = diffusion.p_sample(net, x, t, clip_denoised=False, noise=noise)["sample"]
+        torch.testing.assert_close(ddim, ddpm)
+
+
+def test_autograd_guidance_pulls_samples_to_target():
+    """A cond_fn differentiating log N(x; target, 1/scale) inside the no_grad loops moves samples toward target."""
+    diffusion = spaced("20")
+    model = gaussian_eps_oracle(GaussianDiffusion(**diffusion_kwargs()).alphas_cumprod, 0.0, 0.5)
+    target = torch.full((2, 3, 8, 8), 0.5, dtype=torch.float64)
+    x_T = torch.randn(2, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    noise_sequence = [torch.randn_like(x_T) for _ in range(diffusion.num_timesteps)]
+
+    def cond_fn(x, t):
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            log_density = -0.5 * 2.0 * ((x - target) ** 2).sum()
+            return torch.autograd.grad(log_density, x)[0]
+
+    results = {}
+    for guidance in (None, cond_fn):
+        common = dict(noise=x_T, cond_fn=guidance)
+        results[guidance] = (
+            diffusion.ddim_sample_loop(model, x_T.shape, progress=True, **common),
+            diffusion.p_sample_loop(model, x_T.shape, noise_sequence=noise_sequence, **common),
+        )
+    for guided, plain in zip(results[cond_fn], results[None]):
+        assert (guided - target).norm() < 0.8 * (plain - target).norm()
+        assert guided.mean() > plain.mean() + 0.1
+
+
 def test_cond_fn_receives_respaced_index_and_model_original_timestep():
     diffusion = spaced("ddim10")
     net = tiny_net()
