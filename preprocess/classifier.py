@@ -1,0 +1,312 @@
+"""
+The multi-attribute face classifier C(x) that guides the editor.
+
+Structure (the paper's): a torchvision ResNet trunk whose last layer maps to a
+`feature_dim` feature, a GELU, then one small two-layer head per attribute,
+each ending in a sigmoid. Images come in the diffusion model's range [-1, 1]
+at any resolution; the model resizes them to `input_size` and normalises them
+itself, so the editor can back-propagate from the probabilities to the pixels.
+
+State-dict layout (kept identical to the paper's, minus DDP's "module."):
+    base_model.model.<torchvision resnet keys>            (fc: Linear(trunk, feature_dim))
+    classify_headers.classify_headers.<i>.0.{weight,bias}  Linear(feature_dim, head_hidden_dim)
+    classify_headers.classify_headers.<i>.3.{weight,bias}  Linear(head_hidden_dim, 1)
+(indices 1 and 2 of each head are GELU and Dropout, as in the paper's heads).
+
+Checkpoints: the project writes {"state_dict", "opts", ...} with `opts` from
+AttributeClassifier.opts. The paper's training code wrote {"state_dict",
+"opts"} from a DistributedDataParallel model, so its keys carry a "module."
+prefix and its opts hold training flags, not the architecture. Its code is
+published without the final classifier module; what it shows (a Resize to 224
+on the raw [-1, 1] input, no ImageNet normalisation, a ResNet in
+`base_model`, Linear-GELU-Dropout-Linear-Sigmoid heads, the editor asking for
+feature_dim=256) is what `load_classifier` assumes for such files; arch,
+feature and head widths and the attribute count are read off the weights.
+"""
+
+import os
+import re
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+
+ARCHITECTURES = {
+    "resnet18": torchvision.models.resnet18,
+    "resnet34": torchvision.models.resnet34,
+    "resnet50": torchvision.models.resnet50,
+}
+# Blocks per stage and block type identify the architecture from its weights.
+_ARCH_SIGNATURES = {
+    ((2, 2, 2, 2), False): "resnet18",
+    ((3, 4, 6, 3), False): "resnet34",
+    ((3, 4, 6, 3), True): "resnet50",
+}
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+INPUT_NORMALIZATIONS = ("imagenet", "none")
+# Constructor arguments, stored as a checkpoint's "opts".
+OPTION_NAMES = (
+    "arch", "num_attributes", "feature_dim", "input_size", "head_hidden_dim", "dropout", "input_normalization"
+)
+# Settings the paper's classifier was trained with, used for its checkpoints.
+PAPER_INPUT_SIZE = 224
+PAPER_INPUT_NORMALIZATION = "none"
+
+
+class ResNetTrunk(nn.Module):
+    """A torchvision ResNet (random init) whose fc layer outputs `feature_dim`."""
+
+    def __init__(self, arch, feature_dim):
+        super().__init__()
+        if arch not in ARCHITECTURES:
+            raise ValueError(f"unknown arch {arch!r}; choose one of {sorted(ARCHITECTURES)}")
+        self.model = ARCHITECTURES[arch](weights=None)
+        self.model.fc = nn.Linear(self.model.fc.in_features, feature_dim)
+
+    def forward(self, x):
+        """x: normalised images [N, 3, S, S] -> features [N, feature_dim]."""
+        return self.model(x)
+
+
+class AttributeHeads(nn.Module):
+    """One Linear-GELU-Dropout-Linear head per attribute, each giving one logit."""
+
+    def __init__(self, num_attributes, feature_dim, hidden_dim, dropout=0.0):
+        super().__init__()
+        self.classify_headers = nn.ModuleList(
+            nn.Sequential(
+                nn.Linear(feature_dim, hidden_dim),
+                nn.GELU(),
+                nn.Dropout(dropout),
+                nn.Linear(hidden_dim, 1),
+            )
+            for _ in range(num_attributes)
+        )
+
+    def forward(self, feature):
+        """feature [N, feature_dim] -> logits [N, num_attributes]."""
+        return torch.cat([head(feature) for head in self.classify_headers], dim=1)
+
+
+class AttributeClassifier(nn.Module):
+    """
+    Multi-attribute classifier: images in [-1, 1] -> per-attribute probabilities.
+
+    :param arch: "resnet18", "resnet34" or "resnet50" (torchvision, never downloaded).
+    :param num_attributes: number of binary attributes (20 in this project).
+    :param feature_dim: width of the trunk's output feature.
+    :param input_size: side the input is resized to before the trunk.
+    :param head_hidden_dim: hidden width of each attribute head.
+    :param dropout: dropout inside the heads (training only).
+    :param input_normalization: "imagenet" (mean/std of torchvision weights) or
+        "none" (the trunk sees [-1, 1] directly, as the paper's classifier did).
+    """
+
+    def __init__(
+        self,
+        arch="resnet18",
+        num_attributes=20,
+        feature_dim=256,
+        input_size=PAPER_INPUT_SIZE,
+        head_hidden_dim=256,
+        dropout=0.0,
+        input_normalization="imagenet",
+    ):
+        super().__init__()
+        for name, value in (
+            ("num_attributes", num_attributes),
+            ("feature_dim", feature_dim),
+            ("input_size", input_size),
+            ("head_hidden_dim", head_hidden_dim),
+        ):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if input_size < 32:
+            raise ValueError(f"input_size must be at least 32 (the ResNet downsamples 32x), got {input_size}")
+        if input_normalization not in INPUT_NORMALIZATIONS:
+            raise ValueError(
+                f"input_normalization must be one of {INPUT_NORMALIZATIONS}, got {input_normalization!r}"
+            )
+        self.opts = dict(
+            arch=arch,
+            num_attributes=num_attributes,
+            feature_dim=feature_dim,
+            input_size=input_size,
+            head_hidden_dim=head_hidden_dim,
+            dropout=dropout,
+            input_normalization=input_normalization,
+        )
+        self.num_attributes = num_attributes
+        self.input_size = input_size
+        self.base_model = ResNetTrunk(arch, feature_dim)
+        self.classify_headers = AttributeHeads(num_attributes, feature_dim, head_hidden_dim, dropout)
+        if input_normalization == "imagenet":
+            mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+        else:
+            mean, std = torch.full((3,), 0.5), torch.full((3,), 0.5)
+        # x in [-1, 1] -> ((x + 1) / 2 - mean) / std == x * scale + shift.
+        # Non-persistent: they follow the options, not the checkpoint.
+        self.register_buffer("input_scale", (0.5 / std).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("input_shift", ((0.5 - mean) / std).view(1, 3, 1, 1), persistent=False)
+
+    def prepare(self, x):
+        """Images [N, 3, H, W] in [-1, 1] -> trunk input [N, 3, input_size, input_size]."""
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"classifier expects images [N, 3, H, W], got shape {tuple(x.shape)}")
+        if x.shape[-2:] != (self.input_size, self.input_size):
+            x = F.interpolate(
+                x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False, antialias=True
+            )
+        return x * self.input_scale + self.input_shift
+
+    def logits(self, x):
+        """Images [N, 3, H, W] in [-1, 1] -> attribute logits [N, num_attributes]."""
+        feature = F.gelu(self.base_model(self.prepare(x)))
+        return self.classify_headers(feature)
+
+    def forward(self, x):
+        """Images [N, 3, H, W] in [-1, 1] -> attribute probabilities [N, num_attributes]."""
+        return torch.sigmoid(self.logits(x))
+
+    def load_pretrained_trunk(self, path):
+        """
+        Initialise the trunk from a torchvision ResNet state dict on disk (e.g.
+        ImageNet weights); its 1000-way fc is skipped. Nothing is downloaded.
+        """
+        state_dict = _read_torch_file(path, "pretrained trunk weights")
+        if isinstance(state_dict, dict) and "state_dict" in state_dict:
+            state_dict = state_dict["state_dict"]
+        if not isinstance(state_dict, dict):
+            raise ValueError(f"{path}: expected a torchvision ResNet state dict")
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith("fc.")}
+        expected = {k for k in self.base_model.model.state_dict() if not k.startswith("fc.")}
+        _check_keys(path, state_dict, expected, f"a torchvision {self.opts['arch']} state dict")
+        _check_shapes(path, state_dict, self.base_model.model.state_dict())
+        self.base_model.model.load_state_dict(state_dict, strict=False)
+
+
+def _read_torch_file(path, what):
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for unreadable files
+        raise ValueError(f"cannot read {what} {path}: {type(err).__name__}: {err}") from None
+
+
+def _check_keys(path, state_dict, expected, what):
+    missing = sorted(expected - set(state_dict))
+    unexpected = sorted(set(state_dict) - expected)
+    if missing or unexpected:
+        details = []
+        if missing:
+            details.append(f"{len(missing)} missing (first: {missing[0]})")
+        if unexpected:
+            details.append(f"{len(unexpected)} unexpected (first: {unexpected[0]})")
+        raise ValueError(f"{path} does not match {what}: " + ", ".join(details))
+
+
+def _check_shapes(path, state_dict, reference):
+    for key, value in state_dict.items():
+        if key in reference and tuple(value.shape) != tuple(reference[key].shape):
+            raise ValueError(
+                f"{path}: weight {key} has shape {tuple(value.shape)}, the model expects {tuple(reference[key].shape)}"
+            )
+
+
+_HEAD_KEY = re.compile(r"^classify_headers\.classify_headers\.(\d+)\.(?:net\.)?(\d+)\.(weight|bias)$")
+
+
+def to_project_keys(state_dict):
+    """
+    Map a state dict in the paper's layout (DDP "module." prefix; heads
+    optionally wrapped as `<i>.net.<layer>`) to this module's keys. Project
+    state dicts pass through unchanged.
+    """
+    converted = {}
+    for key, value in state_dict.items():
+        if key.startswith("module."):
+            key = key[len("module."):]
+        match = _HEAD_KEY.match(key)
+        if match:
+            key = "classify_headers.classify_headers.{}.{}.{}".format(*match.groups())
+        converted[key] = value
+    return converted
+
+
+def infer_architecture(state_dict):
+    """
+    Read the architecture off project-layout weights: dict(arch,
+    num_attributes, feature_dim, head_hidden_dim). ValueError if the weights
+    are not an attribute classifier's.
+    """
+    trunk_prefix = "base_model.model."
+    if f"{trunk_prefix}conv1.weight" not in state_dict or f"{trunk_prefix}fc.weight" not in state_dict:
+        raise ValueError("weights have no ResNet trunk under base_model.model (not an attribute classifier)")
+    blocks = []
+    for stage in range(1, 5):
+        pattern = re.compile(rf"^{re.escape(trunk_prefix)}layer{stage}\.(\d+)\.")
+        indices = {int(m.group(1)) for m in map(pattern.match, state_dict) if m}
+        blocks.append(len(indices))
+    bottleneck = f"{trunk_prefix}layer1.0.conv3.weight" in state_dict
+    arch = _ARCH_SIGNATURES.get((tuple(blocks), bottleneck))
+    if arch is None:
+        raise ValueError(f"unsupported ResNet trunk: blocks per stage {blocks}, bottleneck={bottleneck}")
+    heads = sorted(
+        {int(m.group(1)) for m in map(re.compile(r"^classify_headers\.classify_headers\.(\d+)\.").match, state_dict) if m}
+    )
+    if not heads or heads != list(range(len(heads))):
+        raise ValueError("weights have no attribute heads under classify_headers.classify_headers")
+    first_layer = state_dict["classify_headers.classify_headers.0.0.weight"]
+    return dict(
+        arch=arch,
+        num_attributes=len(heads),
+        feature_dim=int(state_dict[f"{trunk_prefix}fc.weight"].shape[0]),
+        head_hidden_dim=int(first_layer.shape[0]),
+    )
+
+
+def load_classifier(path, device="cpu", arch=None, num_attributes=None):
+    """
+    Load a classifier checkpoint (project or paper layout), frozen, in eval mode.
+
+    :param path: checkpoint file: {"state_dict", "opts", ...}.
+    :param arch, num_attributes: if given, what the caller needs; a checkpoint
+        for anything else raises ValueError naming both.
+    :return: AttributeClassifier on `device`, eval mode, requires_grad off
+        (gradients still flow to its input).
+    """
+    checkpoint = _read_torch_file(path, "classifier checkpoint")
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise ValueError(f"{path} is not a classifier checkpoint (no 'state_dict' entry)")
+    raw_state = checkpoint["state_dict"]
+    paper_layout = any(k.startswith("module.") for k in raw_state)
+    state_dict = to_project_keys(raw_state)
+    try:
+        found = infer_architecture(state_dict)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+    opts = checkpoint.get("opts") or {}
+    if paper_layout:
+        model_opts = dict(
+            found,
+            input_size=int(opts.get("input_size", PAPER_INPUT_SIZE)),
+            input_normalization=PAPER_INPUT_NORMALIZATION,
+        )
+    else:
+        model_opts = {k: opts[k] for k in OPTION_NAMES if k in opts}
+        for key, value in found.items():
+            if model_opts.get(key) != value:
+                raise ValueError(
+                    f"{path}: its opts say {key}={model_opts.get(key)!r} but its weights are {key}={value!r}"
+                )
+    for key, wanted in (("arch", arch), ("num_attributes", num_attributes)):
+        if wanted is not None and model_opts[key] != wanted:
+            raise ValueError(f"{path} is a classifier with {key}={model_opts[key]!r}, expected {key}={wanted!r}")
+    model = AttributeClassifier(**model_opts)
+    _check_keys(path, state_dict, set(model.state_dict()), f"an attribute classifier ({model_opts['arch']})")
+    _check_shapes(path, state_dict, model.state_dict())
+    model.load_state_dict(state_dict)
+    return model.to(device).eval().requires_grad_(False)

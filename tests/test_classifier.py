@@ -1,0 +1,353 @@
+"""Tests of the attribute classifier (preprocess/classifier.py) and its training script."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from PIL import Image
+
+from preprocess import encoder_train
+from preprocess.classifier import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    AttributeClassifier,
+    infer_architecture,
+    load_classifier,
+)
+
+NUM_ATTRIBUTES = 20
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One thread per process: on shared cores, spinning OpenMP threads cost far more than they give."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_dataset(directory, num_images=48, size=32, num_attributes=NUM_ATTRIBUTES, seed=0):
+    """Images whose attribute k is a bright square in grid cell k, on dim noise."""
+    rng = np.random.default_rng(seed)
+    os.makedirs(directory, exist_ok=True)
+    attributes = rng.integers(0, 2, (num_images, num_attributes)).astype(np.float32)
+    cell = size // 5
+    for i in range(num_images):
+        image = rng.integers(0, 60, (size, size, 3)).astype(np.uint8)
+        for k in np.flatnonzero(attributes[i]):
+            row, col = divmod(int(k) % 25, 5)
+            image[row * cell + 1:(row + 1) * cell, col * cell + 1:(col + 1) * cell] = 220
+        Image.fromarray(image).save(os.path.join(directory, f"{i:05d}.png"))
+    torch.save(torch.from_numpy(attributes), os.path.join(directory, "attributes.pt"))
+    return directory
+
+
+def perturbed_classifier(seed=0, **kwargs):
+    """A small classifier in eval mode with BatchNorm statistics and heads moved off their init."""
+    torch.manual_seed(seed)
+    kwargs = dict(dict(input_size=32, head_hidden_dim=16, feature_dim=32), **kwargs)
+    model = AttributeClassifier(**kwargs)
+    with torch.no_grad():
+        for name, buffer in model.named_buffers():
+            if name.endswith("running_mean"):
+                buffer.normal_(0, 0.1)
+            elif name.endswith("running_var"):
+                buffer.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+def train_args(data_dir, exp_dir, *extra):
+    return encoder_train.create_argparser().parse_args(
+        [
+            "--data_dir", str(data_dir), "--exp_dir", str(exp_dir), "--batch_size", "8", "--max_steps", "6",
+            "--log_interval", "1", "--eval_interval", "3", "--save_interval", "3", "--num_workers", "1",
+            "--feature_dim", "32", "--head_hidden_dim", "16", "--val_fraction", "0.25", "--num_threads", "1",
+            *extra,
+        ]
+    )
+
+
+def run_main(monkeypatch, *args):
+    """Run the script's main() in this process with these command-line arguments."""
+    monkeypatch.setattr(sys, "argv", ["encoder_train.py", *map(str, args)])
+    encoder_train.main()
+
+
+# ---------------------------------------------------------------- model
+
+
+def test_probabilities_shape_range_and_logits():
+    model = perturbed_classifier()
+    for side in (16, 32, 48):
+        x = torch.rand(3, 3, side, side) * 2 - 1
+        with torch.no_grad():
+            p = model(x)
+            logits = model.logits(x)
+        assert p.shape == (3, NUM_ATTRIBUTES)
+        assert torch.all((p > 0) & (p < 1))
+        torch.testing.assert_close(p, torch.sigmoid(logits))
+    # Different images give different predictions (the model is not constant).
+    assert (p[0] - p[1]).abs().max() > 1e-4
+
+
+def test_input_is_mapped_to_imagenet_statistics_and_resized_like_torchvision():
+    model = perturbed_classifier(input_size=40)
+    image01 = torch.rand(2, 3, 24, 24)
+    expected = torchvision.transforms.functional.resize(image01, [40, 40], antialias=True)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    torch.testing.assert_close(model.prepare(image01 * 2 - 1), (expected - mean) / std, atol=1e-5, rtol=1e-5)
+    raw = perturbed_classifier(input_size=32, input_normalization="none")
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    torch.testing.assert_close(raw.prepare(x), x)
+
+
+def test_gradient_wrt_input_is_finite_nonzero_and_raises_the_probability():
+    model = perturbed_classifier().requires_grad_(False)
+    x = (torch.rand(2, 3, 32, 32) * 2 - 1).requires_grad_()
+    target = 4
+    p = model(x)[:, target]
+    (grad,) = torch.autograd.grad(p.sum(), x)
+    assert torch.isfinite(grad).all()
+    assert grad.abs().sum() > 0
+    # A small step along the gradient raises the probability, against it lowers it.
+    step = 1e-2 * grad / grad.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    with torch.no_grad():
+        assert torch.all(model(x + step)[:, target] > p)
+        assert torch.all(model(x - step)[:, target] < p)
+
+
+def test_state_dict_follows_the_paper_layout():
+    model = AttributeClassifier(input_size=32, feature_dim=32, head_hidden_dim=16)
+    keys = set(model.state_dict())
+    assert "base_model.model.conv1.weight" in keys
+    assert model.state_dict()["base_model.model.fc.weight"].shape == (32, 512)
+    for i in range(NUM_ATTRIBUTES):
+        assert model.state_dict()[f"classify_headers.classify_headers.{i}.0.weight"].shape == (16, 32)
+        assert model.state_dict()[f"classify_headers.classify_headers.{i}.3.weight"].shape == (1, 16)
+    assert not any(k.startswith("input_") for k in keys)
+    assert infer_architecture(model.state_dict()) == dict(
+        arch="resnet18", num_attributes=NUM_ATTRIBUTES, feature_dim=32, head_hidden_dim=16
+    )
+
+
+@pytest.mark.parametrize("head_wrapper", ["", "net."])
+def test_paper_layout_checkpoint_loads_with_identical_outputs(tmp_path, head_wrapper):
+    # The paper's classifier: Resize(224) of the raw [-1, 1] image, DDP "module." keys, training flags as opts.
+    reference = perturbed_classifier(input_size=224, input_normalization="none", feature_dim=256, head_hidden_dim=64)
+    state_dict = {}
+    for key, value in reference.state_dict().items():
+        if key.startswith("classify_headers."):
+            head, layer, param = key.rsplit(".", 3)[1:]
+            key = f"classify_headers.classify_headers.{head}.{head_wrapper}{layer}.{param}"
+        state_dict[f"module.{key}"] = value.clone()
+    path = tmp_path / "paper.pt"
+    torch.save({"state_dict": state_dict, "opts": {"learning_rate": 1e-5, "batch_size": 64, "attribute_count": 20}}, path)
+
+    loaded = load_classifier(str(path))
+    assert loaded.opts["input_size"] == 224 and loaded.opts["input_normalization"] == "none"
+    assert not loaded.training and not any(p.requires_grad for p in loaded.parameters())
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(loaded(x), reference(x))
+
+
+def test_pretrained_trunk_loads_from_a_local_file(tmp_path):
+    torch.manual_seed(1)
+    trunk = torchvision.models.resnet18(weights=None)
+    path = tmp_path / "resnet18.pth"
+    torch.save(trunk.state_dict(), path)
+    model = AttributeClassifier(input_size=32, feature_dim=32, head_hidden_dim=16)
+    fc_before = model.base_model.model.fc.weight.clone()
+    model.load_pretrained_trunk(str(path))
+    torch.testing.assert_close(model.base_model.model.conv1.weight, trunk.conv1.weight, rtol=0, atol=0)
+    torch.testing.assert_close(model.base_model.model.layer4[1].bn2.running_var, trunk.layer4[1].bn2.running_var)
+    assert torch.equal(model.base_model.model.fc.weight, fc_before)  # fc is the project's own layer
+    torch.save(torchvision.models.resnet34(weights=None).state_dict(), tmp_path / "resnet34.pth")
+    with pytest.raises(ValueError, match="resnet18"):
+        model.load_pretrained_trunk(str(tmp_path / "resnet34.pth"))
+    with pytest.raises(FileNotFoundError):
+        model.load_pretrained_trunk(str(tmp_path / "absent.pth"))
+
+
+def test_load_classifier_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="absent.pt"):
+        load_classifier(str(tmp_path / "absent.pt"))
+    (tmp_path / "corrupt.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="cannot read"):
+        load_classifier(str(tmp_path / "corrupt.pt"))
+    torch.save({"weights": {}}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="state_dict"):
+        load_classifier(str(tmp_path / "other.pt"))
+
+    resnet34 = AttributeClassifier(arch="resnet34", input_size=32, feature_dim=32, head_hidden_dim=16)
+    torch.save({"state_dict": resnet34.state_dict(), "opts": resnet34.opts}, tmp_path / "r34.pt")
+    assert load_classifier(str(tmp_path / "r34.pt")).opts["arch"] == "resnet34"
+    with pytest.raises(ValueError, match="arch='resnet34', expected arch='resnet18'"):
+        load_classifier(str(tmp_path / "r34.pt"), arch="resnet18")
+    with pytest.raises(ValueError, match="num_attributes=20, expected num_attributes=40"):
+        load_classifier(str(tmp_path / "r34.pt"), num_attributes=40)
+    # opts that contradict the weights (e.g. a hand-edited checkpoint)
+    torch.save({"state_dict": resnet34.state_dict(), "opts": dict(resnet34.opts, arch="resnet18")}, tmp_path / "lie.pt")
+    with pytest.raises(ValueError, match="opts say arch='resnet18' but its weights are arch='resnet34'"):
+        load_classifier(str(tmp_path / "lie.pt"))
+
+
+# ---------------------------------------------------------------- data and metrics
+
+
+def test_accuracy_and_balanced_accuracy_on_a_hand_made_case():
+    # attribute 0: 3 positives (2 found), 1 negative (found): acc 3/4, balanced (2/3 + 1) / 2
+    # attribute 1: no positives, 4 negatives, 1 false alarm: acc 3/4, balanced = TNR = 3/4
+    targets = torch.tensor([[1, 0], [1, 0], [1, 0], [0, 0]], dtype=torch.float32)
+    probs = torch.tensor([[0.9, 0.1], [0.6, 0.2], [0.4, 0.7], [0.2, 0.3]])
+    counts = encoder_train.confusion_counts(probs, targets)
+    assert counts.tolist() == [[2, 0], [0, 1], [1, 3], [1, 0]]
+    accuracy, balanced = encoder_train.accuracy_from_counts(counts)
+    torch.testing.assert_close(accuracy, torch.tensor([0.75, 0.75], dtype=torch.float64))
+    torch.testing.assert_close(balanced, torch.tensor([(2 / 3 + 1) / 2, 0.75], dtype=torch.float64))
+
+
+def test_split_and_batches_are_deterministic_and_disjoint():
+    train, val = encoder_train.split_indices(100, 0.2, split_seed=3)
+    assert len(val) == 20 and len(train) == 80
+    assert set(train.tolist()).isdisjoint(val.tolist()) and len(set(train.tolist()) | set(val.tolist())) == 100
+    assert torch.equal(val, encoder_train.split_indices(100, 0.2, split_seed=3)[1])
+    assert not torch.equal(val, encoder_train.split_indices(100, 0.2, split_seed=4)[1])
+    # One epoch of batches covers the training split exactly once.
+    epoch = torch.cat([encoder_train.step_batch(train, s, 16, seed=0, random_flip=True)[0] for s in range(5)])
+    assert sorted(epoch.tolist()) == sorted(train.tolist())
+    flips = encoder_train.step_batch(train, 7, 16, seed=0, random_flip=True)[1]
+    assert 0 < flips.sum() < 16
+    assert torch.equal(flips, encoder_train.step_batch(train, 7, 16, seed=0, random_flip=True)[1])
+
+
+def test_dataset_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        encoder_train.load_labelled_images(str(tmp_path / "absent"), NUM_ATTRIBUTES)
+    data = make_dataset(tmp_path / "data", num_images=4, size=16)
+    torch.save(torch.zeros(4, 19), os.path.join(data, "attributes.pt"))
+    with pytest.raises(ValueError, match="19 attributes per image, the classifier has 20"):
+        encoder_train.load_labelled_images(data, NUM_ATTRIBUTES)
+    torch.save(torch.zeros(5, 20), os.path.join(data, "attributes.pt"))
+    with pytest.raises(ValueError, match="5 rows but .* 4 images"):
+        encoder_train.load_labelled_images(data, NUM_ATTRIBUTES)
+    torch.save(torch.full((4, 20), 0.5), os.path.join(data, "attributes.pt"))
+    with pytest.raises(ValueError, match="0 or 1"):
+        encoder_train.load_labelled_images(data, NUM_ATTRIBUTES)
+    torch.save(torch.zeros(4, 20), os.path.join(data, "attributes.pt"))
+    with open(os.path.join(data, "00002.png"), "wb") as f:
+        f.write(b"\x89PNG broken")
+    with pytest.raises(ValueError, match="00002.png"):
+        encoder_train.load_labelled_images(data, NUM_ATTRIBUTES)
+    os.remove(os.path.join(data, "00002.png"))
+    with pytest.raises(ValueError, match="image 2 is missing"):
+        encoder_train.load_labelled_images(data, NUM_ATTRIBUTES)
+    Image.new("RGB", (16, 16)).save(os.path.join(data, "00002.png"))
+    assert encoder_train.load_labelled_images(data, NUM_ATTRIBUTES, progress=False)[0].shape == (4, 3, 16, 16)
+    os.remove(os.path.join(data, "attributes.pt"))
+    with pytest.raises(FileNotFoundError, match="attributes.pt"):
+        encoder_train.load_labelled_images(data, NUM_ATTRIBUTES)
+
+
+# ---------------------------------------------------------------- training script
+
+
+def test_resume_continues_and_matches_an_uninterrupted_run(tmp_path):
+    data = make_dataset(tmp_path / "data")
+    encoder_train.run_training(train_args(data, tmp_path / "straight"))
+
+    interrupted = tmp_path / "interrupted"
+    encoder_train.run_training(train_args(data, interrupted))
+    # Undo everything after the step-3 checkpoint, as if the run had died there.
+    os.remove(interrupted / "checkpoints" / "classifier_000006.pt")
+    os.remove(interrupted / "classifier.pt")
+    assert [s for s, _ in encoder_train.checkpoint_paths(str(interrupted))] == [3]
+    encoder_train.run_training(train_args(data, interrupted))
+
+    straight = torch.load(tmp_path / "straight" / "classifier.pt", weights_only=True)
+    resumed = torch.load(interrupted / "classifier.pt", weights_only=True)
+    assert straight["step"] == resumed["step"] == 6
+    for key, value in straight["state_dict"].items():
+        assert torch.equal(value, resumed["state_dict"][key]), key
+    with open(interrupted / "train_log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert float(rows[-1]["lr"]) == 0.0  # cosine schedule ends at zero
+    # The classifier learnt something: the loss fell.
+    assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
+    assert os.path.getsize(interrupted / "training_curves.png") > 0
+
+    # The final file is a loadable classifier for the editor.
+    loaded = load_classifier(str(interrupted / "classifier.pt"))
+    assert loaded.opts["input_size"] == 32 and loaded.opts["arch"] == "resnet18"
+
+    # Resuming the same exp_dir with another architecture is refused.
+    with pytest.raises(ValueError, match="arch='resnet18', this run asks for 'resnet34'"):
+        encoder_train.run_training(train_args(data, interrupted, "--arch", "resnet34"))
+
+
+def test_two_process_training_keeps_replicas_identical_and_evaluates(tmp_path, monkeypatch):
+    data = make_dataset(tmp_path / "data")
+    exp = tmp_path / "ddp"
+    args = train_args(
+        data, exp, "--nprocs", "2", "--max_steps", "4", "--eval_interval", "2", "--save_interval", "4",
+        "--world_size", "1", "--rank", "0", "--multiprocessing_distributed", "True",
+    )
+    encoder_train.run_training(args)  # spawns two gloo processes
+    with open(exp / "val_log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [2, 4]
+    assert all(float(r["replica_max_abs_diff"]) == 0.0 for r in rows)
+    checkpoint = torch.load(exp / "classifier.pt", weights_only=True)
+    torch.manual_seed(0)
+    initial = AttributeClassifier(**{k: checkpoint["opts"][k] for k in ("input_size", "feature_dim", "head_hidden_dim")})
+    assert not torch.equal(initial.state_dict()["base_model.model.conv1.weight"],
+                           checkpoint["state_dict"]["base_model.model.conv1.weight"])
+
+    # --evaluate reports what the classifier predicts on the held-out split.
+    output = tmp_path / "results.json"
+    run_main(monkeypatch, "--evaluate", exp / "classifier.pt", "--data_dir", data, "--eval_split", "val",
+             "--output", output, "--num_workers", 1)
+    report = json.loads(output.read_text())
+    assert report["num_images"] == 12 and len(report["attributes"]) == NUM_ATTRIBUTES
+    model = load_classifier(str(exp / "classifier.pt"))
+    images, attributes = encoder_train.load_labelled_images(str(data), NUM_ATTRIBUTES, progress=False)
+    val = encoder_train.split_indices(len(attributes), 0.25, 0)[1]
+    with torch.no_grad():
+        predicted = model(encoder_train.to_model_range(images[val])) >= 0.5
+    expected_accuracy = (predicted == attributes[val].bool()).double().mean(0)
+    reported = torch.tensor([a["accuracy"] for a in report["attributes"].values()], dtype=torch.float64)
+    torch.testing.assert_close(reported, expected_accuracy)
+
+
+def test_script_reports_bad_input_in_one_line(tmp_path, monkeypatch, capsys):
+    data = make_dataset(tmp_path / "data", num_images=4, size=16)
+    os.remove(os.path.join(data, "attributes.pt"))
+    for argv, named in (
+        (("--data_dir", data, "--exp_dir", tmp_path / "exp", "--max_steps", 1), "attributes.pt"),
+        (("--evaluate", tmp_path / "absent.pt", "--data_dir", data), "absent.pt"),
+        (("--data_dir", data, "--batch_size", 3, "--nprocs", 2), "divisible"),
+    ):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_info:
+            run_main(monkeypatch, *argv)
+        assert exit_info.value.code != 0
+        stderr = capsys.readouterr().err.strip()
+        assert stderr.startswith("error:") and "\n" not in stderr and named in stderr
+
+
+def test_the_papers_command_runs_the_file_and_fails_cleanly(tmp_path):
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "preprocess", "encoder_train.py")
+    command = [sys.executable, script, "--world_size", "1", "--rank", "0", "--multiprocessing_distributed", "True",
+               "--data_dir", str(tmp_path / "absent"), "--exp_dir", str(tmp_path / "exp")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"error: dataset directory not found: {tmp_path / 'absent'}"
