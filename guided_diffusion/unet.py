@@ -277,7 +277,8 @@ class AttentionBlock(nn.Module):
     :param channels: channels C.
     :param num_heads: number of heads, used when num_head_channels is -1.
     :param num_head_channels: if not -1, channels per head (heads = C // it).
-    :param use_checkpoint: gradient checkpointing for this block.
+    :param use_checkpoint: gradient checkpointing for this block (guided-diffusion
+        always checkpoints attention; here it follows the flag, same results).
     :param use_new_attention_order: split qkv before heads (QKVAttention)
         rather than heads before qkv (QKVAttentionLegacy).
     Forward: x [N, C, *S] -> [N, C, *S].
