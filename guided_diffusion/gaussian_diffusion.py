@@ -509,7 +509,11 @@ class GaussianDiffusion:
         fixed_point_iterations > 0 then re-evaluates eps at the current x_t
         guess and repeats (fixed-point inversion, Pan et al. 2023): where it
         converges, ddim_sample(x_t, t) returns x exactly (same
-        clip_denoised / denoised_fn). Each iteration costs one model call.
+        clip_denoised / denoised_fn). The map contracts when eps's Lipschitz
+        constant in x is below 1 / |sqrt(1 - alphabar_t) -
+        sqrt(alphabar_t / alphabar_{t-1}) sqrt(1 - alphabar_{t-1})|, as for
+        score models in practice; an arbitrary (e.g. untrained) network may
+        not converge. Each iteration costs one model call.
 
         :param eta: must be 0 (the inversion is only defined for the ODE).
         :param fixed_point_iterations: extra model calls refining x_t (>= 0).

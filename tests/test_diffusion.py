@@ -270,6 +270,32 @@ def test_q_sample_and_p_mean_variance_are_differentiable():
     )
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_outputs_keep_input_dtype(dtype):
+    diffusion = spaced("10", var_type=ModelVarType.LEARNED_RANGE)
+    net = tiny_net(out_channels=6).to(dtype)
+    x0 = torch.rand(2, 3, 8, 8, dtype=dtype) * 2 - 1
+    t = torch.tensor([0, 9])
+    assert diffusion.q_sample(x0, t).dtype == dtype
+    out = diffusion.p_mean_variance(net, x0, t)
+    assert all(value.dtype == dtype for value in out.values())
+    inverted = diffusion.ddpm_inversion(net, x0)
+    back = diffusion.p_sample_loop(
+        net, x0.shape, noise=inverted["x_T"], noise_sequence=inverted["noise_sequence"], clip_denoised=False
+    )
+    assert back.dtype == dtype
+    assert (back - x0).abs().max() < (1e-4 if dtype == torch.float32 else 1e-12)
+
+
+def test_sampling_without_noise_starts_from_standard_normal():
+    diffusion = spaced("50")
+    model = gaussian_eps_oracle(GaussianDiffusion(**diffusion_kwargs()).alphas_cumprod, 0.0, 0.5)
+    torch.manual_seed(0)
+    samples = diffusion.ddim_sample_loop(model, (64, 1, 4, 4))
+    # The oracle's data distribution is N(0, 0.25) per pixel.
+    assert samples.dtype == torch.float32 and abs(samples.std().item() - 0.5) < 0.05
+
+
 # ----------------------------------------------------------------------
 # Guidance
 
