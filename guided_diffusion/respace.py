@@ -20,7 +20,7 @@ def space_timesteps(num_timesteps, section_counts):
         - "N" or "N1,N2,...": split [0, T) into equal sections and take
           N1, N2, ... evenly spaced steps from each (first and last of a
           section included);
-        - a list of ints, as the comma-separated form;
+        - a list of ints, as the comma-separated form (an int: one section);
         - "" : all T steps.
     :return: set of kept timesteps of the original process.
     """
@@ -38,8 +38,12 @@ def space_timesteps(num_timesteps, section_counts):
                 f"{desired} of {num_timesteps} steps"
             )
         counts = [_parse_count(part, section_counts) for part in spec.split(",")]
-    else:
+    elif isinstance(section_counts, int):
+        counts = [_parse_count(section_counts, section_counts)]
+    elif isinstance(section_counts, (list, tuple)):
         counts = [_parse_count(part, section_counts) for part in section_counts]
+    else:
+        raise ValueError(f"timestep respacing must be a string or a list of ints, got {section_counts!r}")
     if not counts:
         raise ValueError(f"timestep respacing {section_counts!r} names no section")
 
