@@ -15,14 +15,14 @@ import torch.utils.checkpoint
 
 class GroupNorm32(nn.GroupNorm):
     """
-    GroupNorm computed in float32 whatever the input dtype, returned in the
-    input dtype (fp16 activations are normalised without overflow).
+    GroupNorm computed in at least float32, returned in the input dtype
+    (fp16 activations are normalised without overflow; float64 stays float64).
     """
 
     def forward(self, x):
-        if x.dtype == torch.float32:
+        if x.dtype == self.weight.dtype and x.dtype in (torch.float32, torch.float64):
             return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
-        out = F.group_norm(x.float(), self.num_groups, self.weight, self.bias, self.eps)
+        out = F.group_norm(x.float(), self.num_groups, self.weight.float(), self.bias.float(), self.eps)
         return out.to(x.dtype)
 
 

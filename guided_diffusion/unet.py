@@ -568,11 +568,13 @@ class UNetModel(nn.Module):
         :return: [N, out_channels, *S] outputs, in x's dtype.
         """
         self._check_inputs(x, timesteps, y)
-        emb = self.time_embed(timestep_embedding(timesteps, self.model_channels))
+        # The embedding MLPs stay float32 under fp16; a float64 model gets float64 embeddings.
+        emb_dtype = self.time_embed[0].weight.dtype
+        emb = self.time_embed(timestep_embedding(timesteps, self.model_channels).to(emb_dtype))
         if self.num_classes is not None:
             emb = emb + self.label_emb(y)
         if self.num_attributes is not None:
-            emb = emb + self.attribute_emb(y.float())
+            emb = emb + self.attribute_emb(y.to(emb_dtype))
 
         skips = []
         h = x.to(self.dtype)

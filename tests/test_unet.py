@@ -264,6 +264,18 @@ def test_fp16_conversion_close_to_fp32():
     assert model.dtype == torch.float32
 
 
+def test_float64_model_runs_in_float64():
+    """model.double() computes everything in float64 (used for exact sampler round trips)."""
+    model = randomize(tiny_unet(num_attributes=20)).eval()
+    x, t, y = batch(num_attributes=20)
+    with torch.no_grad():
+        reference = model(x, t, y=y)
+        model.double()
+        out = model(x.double(), t, y=y)
+    assert out.dtype == torch.float64
+    assert relative_error(out, reference) < 1e-5
+
+
 def test_use_fp16_flag_builds_half_torso():
     model = tiny_unet(use_fp16=True)
     assert model.dtype == torch.float16
