@@ -69,7 +69,7 @@ NUM_ATTRIBUTES = len(ATTRIBUTE_NAMES)
 HAIR_COLOURS = (BLACK_HAIR, BLOND_HAIR, BROWN_HAIR, GRAY_HAIR)
 
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 256
-RENDERER_VERSION = 2  # bumped whenever the pixels of a face change
+RENDERER_VERSION = 3  # bumped whenever the pixels of a face change
 IDENTITIES_JSON = "identities.json"
 IDENTITIES_FORMAT = "cyclediff-synthetic-faces"
 
@@ -196,7 +196,7 @@ _IRIS_COLOURS = [
     (100, 115, 125),
 ]
 # Red/auburn/ginger: clearly none of black, blond, brown or gray.
-_OWN_HAIR_COLOURS = [(165, 50, 25), (195, 85, 35), (215, 120, 60), (140, 35, 30)]
+_OWN_HAIR_COLOURS = [(175, 55, 25), (200, 85, 35), (220, 125, 65), (185, 45, 40)]
 _BACKGROUNDS = [
     (200, 205, 215),
     (230, 225, 210),
@@ -451,7 +451,7 @@ def _skin_colour(identity, parts):
     """Skin RGB under Pale_Skin and Young (both change only the skin)."""
     skin = tuple(identity["skin"])
     if parts[PALE]:
-        skin = _mix(_mix(skin, _grey(skin), 0.35), (255, 246, 242), 0.55)
+        skin = _mix(_mix(skin, _grey(skin), 0.5), (255, 250, 248), 0.7)
     if not parts[YOUNG]:
         skin = _mix(_mix(skin, _grey(skin), 0.4), (125, 115, 105), 0.12)
     return skin
@@ -600,35 +600,35 @@ def _draw_male_jaw(draw, g, identity, a):
 
 
 def _draw_wrinkles(draw, g, identity, a):
-    """Age: forehead lines, crow's feet, nose-to-mouth folds."""
+    """Age: forehead lines, crow's feet, nose-to-mouth folds and eye-bag lines,
+    each a dark crease with a light edge below (visible on any skin)."""
     if a[YOUNG]:
         return
-    colour = (80, 50, 40, 190)
     width = max(1, round(g.px(0.01)))
+    offset = g.px(0.011)
+    creases = []
     for k in range(3):
         y = g.hairline_y + g.px(0.022 + 0.02 * k)
         half = g.w * (0.55 - 0.06 * k)
-        draw.line(
-            _bezier((g.mid_x - half, y + g.px(0.006)), (g.mid_x, y - g.px(0.008)), (g.mid_x + half, y + g.px(0.006))),
-            fill=colour,
-            width=width,
-        )
+        creases.append(_bezier((g.mid_x - half, y + g.px(0.006)), (g.mid_x, y - g.px(0.008)), (g.mid_x + half, y + g.px(0.006))))
     for side, (ex, ey) in zip((-1, 1), g.eyes()):
         x0 = ex + side * (g.eye_w + g.px(0.01))
         for dy in (-0.014, 0.0, 0.014):
-            draw.line(
-                [(x0, ey + g.px(dy * 0.5)), (x0 + side * g.px(0.022), ey + g.px(dy * 1.4))], fill=colour, width=width
-            )
+            creases.append([(x0, ey + g.px(dy * 0.5)), (x0 + side * g.px(0.024), ey + g.px(dy * 1.5))])
+        top = ey + g.eye_h * 1.4 + g.px(0.03)
+        creases.append(_bezier((ex - g.eye_w * 0.8, top), (ex, top + g.px(0.03)), (ex + g.eye_w * 0.8, top), n=6))
     for side in (-1, 1):
-        draw.line(
+        creases.append(
             _bezier(
                 (g.mid_x + side * g.px(0.045), g.nose_y),
                 (g.mid_x + side * g.px(0.07), g.mouth_y - g.px(0.03)),
                 (g.mid_x + side * (g.mouth_w + g.px(0.008)), g.mouth_y + g.px(0.02)),
-            ),
-            fill=colour,
-            width=width,
+            )
         )
+    for line in creases:
+        draw.line([(x, y + offset) for x, y in line], fill=(255, 240, 225, 90), width=width)
+    for line in creases:
+        draw.line(line, fill=(60, 35, 30, 200), width=width)
 
 
 def _draw_nose(draw, g, identity, a):
@@ -883,6 +883,9 @@ def _draw_hair_top(draw, g, identity, a):
         pts = list(zip((g.cx + xs).tolist(), top.tolist()))
         pts += list(zip((g.cx + xs[::-1]).tolist(), edge[::-1].tolist()))
         draw.polygon(pts, fill=colour)
+        # The fringe's shadow on the forehead: visible whatever the skin tone.
+        shadow = list(zip((g.cx + xs[1:-1]).tolist(), (edge[1:-1] + g.px(0.006)).tolist()))
+        draw.line(shadow, fill=(30, 15, 10, 170), width=max(1, round(g.px(0.012))))
     if a[STRAIGHT]:
         # Glossy band across the cap and straight strands down the locks.
         gloss = _upper_arc(g.cx, centre_y, (outer_rx + inner_rx) * 0.5, (outer_ry + inner_ry) * 0.5)
