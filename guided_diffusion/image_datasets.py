@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 import torch as th
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
@@ -187,6 +187,8 @@ def load_image(path, image_size):
         with Image.open(path) as pil_image:
             pil_image.load()
             arr = center_crop_arr(pil_image.convert("RGB"), image_size)
+    except UnidentifiedImageError:
+        raise ValueError(f"cannot read image {path}: not an image file PIL can decode") from None
     except (OSError, Image.DecompressionBombError) as exc:
         raise ValueError(f"cannot read image {path}: {exc}") from exc
     return th.from_numpy(arr).permute(2, 0, 1).contiguous()

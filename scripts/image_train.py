@@ -105,7 +105,7 @@ def _collectively(fn):
     except (ValueError, FileNotFoundError) as exc:
         error = exc
     messages = dist_util.all_gather_object(None if error is None else str(error))
-    failures = [f"{message} (rank {rank})" for rank, message in enumerate(messages) if message]
+    failures = [f"{m} (rank {rank})" if len(messages) > 1 else m for rank, m in enumerate(messages) if m]
     if failures:
         raise (type(error) if error is not None else ValueError)(failures[0])
     return result

@@ -1,0 +1,197 @@
+"""
+Sample images from a trained diffusion model, one grid row per attribute vector.
+
+    python scripts/image_sample.py --checkpoint runs/diffusion \\
+        --attributes "0,0,0,0,0,0,1,0,0,0,0,0,0,0,0,1,0,0,1,1" --num_samples 8 \\
+        --use_ddim True --timestep_respacing ddim50 --output outputs/samples.png
+
+--checkpoint is a log dir (its latest EMA weights, or model weights with
+--use_ema False) or a .pt file; the hyper-parameters come from the JSON
+beside it. Writes the PNG grid and an .npz of the same name (arr_0: uint8
+samples [N, H, W, 3], attributes: float [N, A] or labels: long [N]).
+"""
+
+import argparse
+import io
+import os
+import sys
+
+import numpy as np
+import torch as th
+from PIL import Image
+from torchvision.utils import make_grid
+from tqdm.auto import tqdm
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from guided_diffusion.script_util import load_diffusion_model, load_model_config, str2bool  # noqa: E402
+from guided_diffusion.train_util import find_ema_checkpoint, find_resume_checkpoint  # noqa: E402
+
+
+def main(argv=None):
+    args = create_argparser().parse_args(argv)
+    try:
+        sample(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def sample(args):
+    if args.num_samples <= 0 or args.batch_size <= 0:
+        raise ValueError("--num_samples and --batch_size must be positive")
+    device = th.device(args.device or ("cuda" if th.cuda.is_available() else "cpu"))
+    path = resolve_checkpoint(args.checkpoint, args.use_ema, args.ema_rate)
+    conditions = parse_conditions(args, load_model_config(path))
+    respacing = args.timestep_respacing or None
+    model, diffusion, config = load_diffusion_model(path, device=device, timestep_respacing=respacing)
+    print(f"sampling {args.num_samples} per condition from {path}", file=sys.stderr)
+
+    # Row r holds the samples of condition r: repeat each condition num_samples times.
+    y = None if conditions is None else conditions.repeat_interleave(args.num_samples, dim=0)
+    total = args.num_samples * (1 if conditions is None else len(conditions))
+    shape = (3, config["image_size"], config["image_size"])
+    generator = th.Generator().manual_seed(args.seed)
+    noise = th.randn((total, *shape), generator=generator)
+    sample_fn = diffusion.ddim_sample_loop if args.use_ddim else diffusion.p_sample_loop
+    th.manual_seed(args.seed)  # DDPM's per-step noise
+
+    images = []
+    for start in tqdm(range(0, total, args.batch_size), desc="batches", unit="batch"):
+        part = slice(start, start + args.batch_size)
+        model_kwargs = {} if y is None else {"y": y[part].to(device)}
+        out = sample_fn(
+            model,
+            (noise[part].shape[0], *shape),
+            noise=noise[part].to(device),
+            clip_denoised=args.clip_denoised,
+            model_kwargs=model_kwargs,
+            device=device,
+        )
+        images.append(out.cpu())
+    images = th.cat(images)
+    pixels = ((images + 1) * 127.5).round().clamp(0, 255).to(th.uint8)
+
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    grid = make_grid(pixels, nrow=args.num_samples, padding=2).permute(1, 2, 0).numpy()
+    save_png(grid, args.output)
+    arrays = {"arr_0": pixels.permute(0, 2, 3, 1).numpy()}
+    if y is not None:
+        arrays["attributes" if y.is_floating_point() else "labels"] = y.numpy()
+    npz_path = os.path.splitext(args.output)[0] + ".npz"
+    save_npz(arrays, npz_path)
+    print(f"wrote {args.output} and {npz_path}", file=sys.stderr)
+
+
+def resolve_checkpoint(checkpoint, use_ema, ema_rate):
+    """A .pt file as given; for a log dir, its latest EMA (or model) checkpoint."""
+    if not os.path.exists(checkpoint):
+        raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
+    if not os.path.isdir(checkpoint):
+        return checkpoint
+    if use_ema:
+        return find_ema_checkpoint(checkpoint, rate=ema_rate or None)
+    path = find_resume_checkpoint("", checkpoint)
+    if path is None:
+        raise FileNotFoundError(f"no modelNNNNNN.pt in {checkpoint}")
+    return path
+
+
+def parse_conditions(args, config):
+    """
+    The conditioning rows: float [K, A] attribute vectors, long [K] labels,
+    or None for an unconditional model.
+    """
+    num_attributes = config["num_attributes"]
+    if config["class_cond"]:
+        if not args.class_labels:
+            raise ValueError("this model is class-conditional: pass --class_labels, e.g. 1,7")
+        try:
+            return th.tensor([int(v) for v in args.class_labels.split(",")], dtype=th.long)
+        except ValueError:
+            raise ValueError(f"--class_labels must be comma-separated integers, got {args.class_labels!r}") from None
+    if not num_attributes:
+        if args.attributes or args.attributes_file:
+            raise ValueError("this model is unconditional: drop --attributes / --attributes_file")
+        return None
+    if args.attributes and args.attributes_file:
+        raise ValueError("pass either --attributes or --attributes_file, not both")
+    if args.attributes_file:
+        rows = read_attributes_file(args.attributes_file)
+    elif args.attributes:
+        rows = [row for row in args.attributes.split(";") if row.strip()]
+    else:
+        raise ValueError(
+            f"this model is attribute-conditional: pass --attributes ({num_attributes} comma-separated "
+            "values in [0, 1] per vector) or --attributes_file"
+        )
+    vectors = []
+    for i, row in enumerate(rows):
+        values = row.split(",") if isinstance(row, str) else row
+        try:
+            vector = [float(v) for v in values]
+        except ValueError:
+            raise ValueError(f"attribute vector {i} is not comma-separated numbers: {row!r}") from None
+        if len(vector) != num_attributes:
+            raise ValueError(f"attribute vector {i} has {len(vector)} values, the model expects {num_attributes}")
+        if not all(0 <= v <= 1 for v in vector):
+            raise ValueError(f"attribute vector {i} has values outside [0, 1]: {row!r}")
+        vectors.append(vector)
+    return th.tensor(vectors, dtype=th.float32)
+
+
+def read_attributes_file(path):
+    """Attribute rows from a .pt tensor [K, A] or a text file with one comma-separated vector per line."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"attributes file not found: {path}")
+    if path.endswith(".pt"):
+        try:
+            tensor = th.load(path, map_location="cpu")
+        except Exception as exc:
+            raise ValueError(f"cannot read {path}: {exc}") from exc
+        if not isinstance(tensor, th.Tensor) or tensor.dim() != 2:
+            raise ValueError(f"{path} must hold a 2-D tensor [K, num_attributes]")
+        return tensor.tolist()
+    with open(path) as f:
+        return [line.strip() for line in f if line.strip() and not line.startswith("#")]
+
+
+def save_png(array, path):
+    """Write a uint8 [H, W, 3] image atomically."""
+    tmp = f"{path}.tmp"
+    Image.fromarray(array).save(tmp, format="PNG")
+    os.replace(tmp, path)
+
+
+def save_npz(arrays, path):
+    """Write an .npz atomically."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    tmp = f"{path}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(buffer.getvalue())
+    os.replace(tmp, path)
+
+
+def create_argparser():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
+    parser.add_argument("--checkpoint", required=True, help="log dir or .pt file (hyper-parameters from the JSON beside it)")
+    parser.add_argument("--use_ema", type=str2bool, default=True, metavar="BOOL", help="for a log dir: EMA weights (default) or raw model weights")
+    parser.add_argument("--ema_rate", default="", help="for a log dir with several EMA rates: which one (default: the largest)")
+    parser.add_argument("--attributes", default="", help="attribute vectors: comma-separated values, vectors separated by ';'")
+    parser.add_argument("--attributes_file", default="", help=".pt tensor [K, A] or text file with one comma-separated vector per line")
+    parser.add_argument("--class_labels", default="", help="for class-conditional models: comma-separated labels")
+    parser.add_argument("--num_samples", type=int, default=8, help="samples per attribute vector (one grid row each)")
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--use_ddim", type=str2bool, default=False, metavar="BOOL", help="DDIM (deterministic) instead of DDPM sampling")
+    parser.add_argument("--timestep_respacing", default="", help="e.g. ddim50 or 250 (default: the trained respacing, normally all steps)")
+    parser.add_argument("--clip_denoised", type=str2bool, default=True, metavar="BOOL")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    parser.add_argument("--output", default=os.path.join("outputs", "samples.png"), help="PNG grid; the .npz goes beside it")
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())
