@@ -388,8 +388,12 @@ def main(argv=None):
     parser.add_argument("--out", required=True, help="dataset directory to write into")
     args = parser.parse_args(argv)
     try:
-        _, attributes = load_celeba_attributes(args.celeba_attr, args.hq_mapping)
+        _, attributes, _ = load_celeba_attributes(args.celeba_attr, args.hq_mapping)
         count = attributes.shape[0]
+        if os.path.isdir(args.out):
+            images = [n for n in os.listdir(args.out) if n.lower().endswith(IMAGE_EXTENSIONS)]
+            if images and len(images) != count:
+                raise ValueError(f"{args.out} holds {len(images)} images but the annotations list {count} rows")
         names = [image_filename(i, count) for i in range(count)]
         write_attributes(args.out, names, attributes)
     except (ValueError, FileNotFoundError) as e:
