@@ -62,6 +62,8 @@ def make_dataset(out, num_images, image_size=64, seed=0, workers=2, overwrite=Fa
     """
     if num_images < 1:
         raise ValueError(f"--num_images must be positive, got {num_images}")
+    if workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {workers}")
     render(example_face(seed, 0)[0], np.zeros(len(ATTRIBUTE_NAMES), dtype=np.int64), image_size)
     out = os.path.abspath(out)
     if os.path.exists(out) and not overwrite:
@@ -98,7 +100,7 @@ def make_dataset(out, num_images, image_size=64, seed=0, workers=2, overwrite=Fa
             {"file": name, "identity": identity, "attributes": attributes}
             for name, (identity, attributes) in zip(filenames, faces)
         ]
-        atomic_write(os.path.join(building, IDENTITIES_JSON), json.dumps(record).encode())
+        atomic_write(os.path.join(building, IDENTITIES_JSON), json.dumps(record, separators=(",", ":")).encode())
         if os.path.exists(out):
             previous = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(out)}.old-")
             os.replace(out, os.path.join(previous, "dataset"))

@@ -99,7 +99,9 @@ def _match_rows(input_dir, names, keys, sources, hq):
     return matched
 
 
-def prepare(input_dir, out, image_size=256, celeba_attr=None, hq_mapping=None, workers=2, overwrite=False, progress=True):
+def prepare(
+    input_dir, out, image_size=256, celeba_attr=None, hq_mapping=None, workers=2, overwrite=False, progress=True
+):
     """
     Build a dataset directory from a folder of images.
 
@@ -107,6 +109,8 @@ def prepare(input_dir, out, image_size=256, celeba_attr=None, hq_mapping=None, w
     """
     if image_size < 8:
         raise ValueError(f"--image_size must be at least 8, got {image_size}")
+    if workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {workers}")
     if hq_mapping is not None and celeba_attr is None:
         raise ValueError("--hq_mapping needs --celeba_attr (the attributes come from CelebA's file)")
     names = list_images(input_dir)

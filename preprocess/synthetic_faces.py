@@ -447,12 +447,12 @@ class _Geometry:
         return self.u * v
 
 
-def _skin_colour(identity, parts):
+def _skin_colour(identity, a):
     """Skin RGB under Pale_Skin and Young (both change only the skin)."""
     skin = tuple(identity["skin"])
-    if parts[PALE]:
+    if a[PALE]:
         skin = _mix(_mix(skin, _grey(skin), 0.5), (255, 250, 248), 0.7)
-    if not parts[YOUNG]:
+    if not a[YOUNG]:
         skin = _mix(_mix(skin, _grey(skin), 0.4), (125, 115, 105), 0.12)
     return skin
 
@@ -489,14 +489,9 @@ def _hair_strand_colour(colour):
     return _shade(colour, 0.72)
 
 
-def _long_hair(identity, a):
-    return not a[MALE] and not a[BALD]
-
-
-def _hair_outline_points(g, identity, a, wavy, half_width, y_top, y_bottom):
-    """Outer outline of the hair mass: round top, straight (or wavy) sides."""
+def _hair_outline_points(g, wavy, half_width, y_top, y_bottom):
+    """Outer outline of long hair: round top, straight (or wavy) sides."""
     r = half_width
-    top = _ellipse_points(g.cx, y_top + r * 0.9, r, r * 0.9, y_from=y_top + r * 0.9)
     ys = np.linspace(y_top + r * 0.9, y_bottom, 14)
     amplitude = g.px(0.012) if wavy else 0.0
     right = g.cx + r + amplitude * _wave(ys / g.px(0.09))
@@ -504,21 +499,18 @@ def _hair_outline_points(g, identity, a, wavy, half_width, y_top, y_bottom):
     pts = list(zip(right.tolist(), ys.tolist()))
     pts += [(g.cx + r * 0.6, y_bottom + g.px(0.01)), (g.cx - r * 0.6, y_bottom + g.px(0.01))]
     pts += list(zip(left[::-1].tolist(), ys[::-1].tolist()))
-    # top arc runs clockwise from the left side over to the right side.
-    xs = [p[0] for p in top]
-    start = int(np.argmin(xs))
-    return pts + top[start:] + top[:start]
+    return pts + _upper_arc(g.cx, y_top + r * 0.9, r, r * 0.9)
 
 
 def _draw_hair_back(draw, g, identity, a):
     """Long hair hanging behind the head and shoulders (women, not bald)."""
-    if not _long_hair(identity, a):
+    if a[MALE] or a[BALD]:
         return
     colour = _hair_colour(identity, a)
     half_width = g.w + g.px(identity["hair_volume"]) + g.px(0.02)
     y_top = g.cy - g.h - g.px(identity["hair_volume"])
     y_bottom = g.size * identity["hair_length"]
-    pts = _hair_outline_points(g, identity, a, a[WAVY], half_width, y_top, y_bottom)
+    pts = _hair_outline_points(g, a[WAVY], half_width, y_top, y_bottom)
     draw.polygon(pts, fill=colour)
     if a[STRAIGHT] or a[WAVY]:
         strand = _hair_strand_colour(colour)
@@ -610,7 +602,9 @@ def _draw_wrinkles(draw, g, identity, a):
     for k in range(3):
         y = g.hairline_y + g.px(0.022 + 0.02 * k)
         half = g.w * (0.55 - 0.06 * k)
-        creases.append(_bezier((g.mid_x - half, y + g.px(0.006)), (g.mid_x, y - g.px(0.008)), (g.mid_x + half, y + g.px(0.006))))
+        creases.append(
+            _bezier((g.mid_x - half, y + g.px(0.006)), (g.mid_x, y - g.px(0.008)), (g.mid_x + half, y + g.px(0.006)))
+        )
     for side, (ex, ey) in zip((-1, 1), g.eyes()):
         x0 = ex + side * (g.eye_w + g.px(0.01))
         for dy in (-0.014, 0.0, 0.014):
@@ -647,7 +641,8 @@ def _draw_nose(draw, g, identity, a):
     )
     for s in (-1, 1):
         x = g.mid_x + s * nw * 0.5
-        draw.ellipse([x - g.px(0.011), g.nose_y - g.px(0.006), x + g.px(0.011), g.nose_y + g.px(0.006)], fill=(70, 40, 35, 170))
+        box = [x - g.px(0.011), g.nose_y - g.px(0.006), x + g.px(0.011), g.nose_y + g.px(0.006)]
+        draw.ellipse(box, fill=(70, 40, 35, 170))
 
 
 def _draw_blush(draw, g, identity, a):
@@ -672,7 +667,8 @@ def _draw_bags(draw, g, identity, a):
         outer = _bezier((ex - half, top), (ex, top + g.px(0.075)), (ex + half, top))
         inner = _bezier((ex + half, top), (ex, top + g.px(0.015)), (ex - half, top))
         draw.polygon(outer + inner, fill=(60, 30, 55, 200))
-        rim = _bezier((ex - half * 0.8, top + g.px(0.012)), (ex, top + g.px(0.09)), (ex + half * 0.8, top + g.px(0.012)))
+        rim_y = top + g.px(0.012)
+        rim = _bezier((ex - half * 0.8, rim_y), (ex, top + g.px(0.09)), (ex + half * 0.8, rim_y))
         draw.line(rim, fill=(255, 235, 220, 110), width=max(1, round(g.px(0.009))))
 
 
@@ -699,7 +695,8 @@ def _draw_eyes(draw, g, identity, a):
         draw.ellipse([ex - r, ey - ih, ex + r, ey + ih], fill=iris)
         pr, ph = r * 0.45, min(r * 0.45, h * 0.7)
         draw.ellipse([ex - pr, ey - ph, ex + pr, ey + ph], fill=(15, 10, 10))
-        draw.line(_bezier((ex - g.eye_w * 1.05, ey + t), (ex, ey - 2.05 * h), (ex + g.eye_w * 1.05, ey - t)), fill=(40, 25, 20), width=lid)
+        upper_lid = _bezier((ex - g.eye_w * 1.05, ey + t), (ex, ey - 2.05 * h), (ex + g.eye_w * 1.05, ey - t))
+        draw.line(upper_lid, fill=(40, 25, 20), width=lid)
 
 
 def _draw_eye_makeup(draw, g, identity, a):
@@ -712,7 +709,11 @@ def _draw_eye_makeup(draw, g, identity, a):
         draw.polygon(top + bottom, fill=(120, 50, 130, 150))
         outer = ex + side * g.eye_w * 1.05
         draw.line(
-            [(ex - side * g.eye_w * 0.3, ey - g.eye_h * 1.2), (outer, ey - g.eye_h * 0.3), (outer + side * g.px(0.018), ey - g.eye_h * 1.3)],
+            [
+                (ex - side * g.eye_w * 0.3, ey - g.eye_h * 1.2),
+                (outer, ey - g.eye_h * 0.3),
+                (outer + side * g.px(0.018), ey - g.eye_h * 1.3),
+            ],
             fill=(10, 5, 10),
             width=max(1, round(g.px(0.011))),
         )
@@ -771,7 +772,8 @@ def _draw_goatee(draw, g, identity, a):
     lower = _bezier((x0 + mw * 0.9, y0), (x0, y0 - g.px(0.03)), (x0 - mw * 0.9, y0))
     draw.polygon(upper + lower, fill=colour)
     top = _bezier((x0 - mw * 0.65, y0 + g.px(0.04)), (x0, y0 + g.px(0.03)), (x0 + mw * 0.65, y0 + g.px(0.04)))
-    bottom = _bezier((x0 + mw * 0.65, g.chin_y - g.px(0.01)), (x0, g.chin_y + g.px(0.03)), (x0 - mw * 0.65, g.chin_y - g.px(0.01)))
+    chin_y = g.chin_y - g.px(0.01)
+    bottom = _bezier((x0 + mw * 0.65, chin_y), (x0, g.chin_y + g.px(0.03)), (x0 - mw * 0.65, chin_y))
     draw.polygon(top + bottom, fill=colour)
     for s in (-1, 1):
         draw.line(
@@ -977,9 +979,12 @@ def _background(identity, size):
     kind = identity["background_gradient"]
     if kind == "none":
         return np.broadcast_to(np.rint(c1).astype(np.uint8), (size, size, 3))
-    # Colours along the gradient, one per step; diagonal steps are half as long.
-    steps = 2 * size - 1 if kind == "diagonal" else size
-    t = (np.arange(steps, dtype=np.float64) + (1.0 if kind == "diagonal" else 0.5)) / (steps + 1 if kind == "diagonal" else steps)
+    # Colours along the gradient, one per step.
+    if kind == "diagonal":
+        # Step k = row + column; a pixel centre's position is (k + 1) / (2 size).
+        t = (np.arange(2 * size - 1, dtype=np.float64) + 1.0) / (2 * size)
+    else:
+        t = (np.arange(size, dtype=np.float64) + 0.5) / size
     ramp = np.rint(c1 * (1 - t[:, None]) + c2 * t[:, None]).astype(np.uint8)
     if kind == "vertical":
         return np.broadcast_to(ramp[:, None, :], (size, size, 3))

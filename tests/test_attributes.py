@@ -170,7 +170,8 @@ def test_attributes_cli(tmp_path, repo_root):
                         capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     assert at.read_attributes(str(tmp_path / "d"))[:, at.ATTRIBUTE_NAMES.index("Male")].tolist() == [0.0, 1.0]
-    bad = _write(tmp_path / "bad.txt", _celeba_text([("000001.jpg", _row())]).replace(" 1\n", " 2\n").replace("-1\n", "2\n"))
+    bad_text = _celeba_text([("000001.jpg", _row())]).replace("-1\n", "2\n")  # last value 2
+    bad = _write(tmp_path / "bad.txt", bad_text)
     failed = subprocess.run([sys.executable, script, "--celeba_attr", bad, "--out", str(tmp_path / "e")],
                             capture_output=True, text=True)
     assert failed.returncode == 1 and failed.stderr.count("\n") == 1 and "bad.txt:3" in failed.stderr
@@ -228,7 +229,8 @@ def test_prepare_hq_uses_numeric_index_order(tmp_path):
     with pytest.raises(ValueError, match=r"map.txt:5: HQ image 3 is listed but there is no such image"):
         prepare(str(images), str(tmp_path / "out"), 16, celeba, mapping, workers=1, progress=False)
     assert not os.path.exists(tmp_path / "out")
-    mapping = _write(tmp_path / "map.txt", _hq_text([(i, i, f"{i + 1:06d}.jpg") for i in range(3)] + [(3, 10, "000011.jpg")]))
+    rows = [(i, i, f"{i + 1:06d}.jpg") for i in range(3)] + [(3, 10, "000011.jpg")]
+    mapping = _write(tmp_path / "map.txt", _hq_text(rows))
     with pytest.raises(ValueError, match=r"map.txt:5: HQ image 3 is listed"):
         prepare(str(images), str(tmp_path / "out"), 16, celeba, mapping, workers=1, progress=False)
     (images / "10.png").rename(images / "3.png")
