@@ -7,7 +7,7 @@ each ending in a sigmoid. Images come in the diffusion model's range [-1, 1]
 at any resolution; the model resizes them to `input_size` and normalises them
 itself, so the editor can back-propagate from the probabilities to the pixels.
 
-State-dict layout (kept identical to the paper's, minus DDP's "module."):
+State-dict layout (the paper's, minus DDP's "module."):
     base_model.model.<torchvision resnet keys>            (fc: Linear(trunk, feature_dim))
     classify_headers.classify_headers.<i>.0.{weight,bias}  Linear(feature_dim, head_hidden_dim)
     classify_headers.classify_headers.<i>.3.{weight,bias}  Linear(head_hidden_dim, 1)
@@ -15,13 +15,18 @@ State-dict layout (kept identical to the paper's, minus DDP's "module."):
 
 Checkpoints: the project writes {"state_dict", "opts", ...} with `opts` from
 AttributeClassifier.opts. The paper's training code wrote {"state_dict",
-"opts"} from a DistributedDataParallel model, so its keys carry a "module."
-prefix and its opts hold training flags, not the architecture. Its code is
-published without the final classifier module; what it shows (a Resize to 224
-on the raw [-1, 1] input, no ImageNet normalisation, a ResNet in
-`base_model`, Linear-GELU-Dropout-Linear-Sigmoid heads, the editor asking for
-feature_dim=256) is what `load_classifier` assumes for such files; arch,
-feature and head widths and the attribute count are read off the weights.
+"opts"} from a DistributedDataParallel model: keys carry a "module." prefix
+and opts hold training flags, not the architecture, so `load_classifier`
+reads arch, widths and attribute count off the weights and uses the paper's
+input handling (Resize to 224 of the raw [-1, 1] image, no ImageNet
+normalisation). Two paper layouts are read:
+- "paper": module.base_model.model.* and module.classify_headers.classify_headers.<i>.[net.]<layer>.*,
+  the layout of the classifier the paper's editor loads (feature_dim=256).
+  Its module is not in the published code; the GELU between feature and
+  heads is this project's assumption.
+- "paper-coach": module.base_model.* (a bare torchvision ResNet, 1000-way fc)
+  and module.classify_headers.<i>.net.<layer>.*, the published
+  preprocess/coach.py, whose heads read the fc output directly (no GELU).
 """
 
 import os
@@ -46,9 +51,17 @@ _ARCH_SIGNATURES = {
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INPUT_NORMALIZATIONS = ("imagenet", "none")
+FEATURE_ACTIVATIONS = ("gelu", "none")
 # Constructor arguments, stored as a checkpoint's "opts".
 OPTION_NAMES = (
-    "arch", "num_attributes", "feature_dim", "input_size", "head_hidden_dim", "dropout", "input_normalization"
+    "arch",
+    "num_attributes",
+    "feature_dim",
+    "input_size",
+    "head_hidden_dim",
+    "dropout",
+    "input_normalization",
+    "feature_activation",
 )
 # Settings the paper's classifier was trained with, used for its checkpoints.
 PAPER_INPUT_SIZE = 224
@@ -102,6 +115,8 @@ class AttributeClassifier(nn.Module):
     :param dropout: dropout inside the heads (training only).
     :param input_normalization: "imagenet" (mean/std of torchvision weights) or
         "none" (the trunk sees [-1, 1] directly, as the paper's classifier did).
+    :param feature_activation: "gelu" between feature and heads, or "none"
+        (for checkpoints of the paper's published coach.py).
     """
 
     def __init__(
@@ -113,6 +128,7 @@ class AttributeClassifier(nn.Module):
         head_hidden_dim=256,
         dropout=0.0,
         input_normalization="imagenet",
+        feature_activation="gelu",
     ):
         super().__init__()
         for name, value in (
@@ -129,6 +145,10 @@ class AttributeClassifier(nn.Module):
             raise ValueError(
                 f"input_normalization must be one of {INPUT_NORMALIZATIONS}, got {input_normalization!r}"
             )
+        if feature_activation not in FEATURE_ACTIVATIONS:
+            raise ValueError(
+                f"feature_activation must be one of {FEATURE_ACTIVATIONS}, got {feature_activation!r}"
+            )
         self.opts = dict(
             arch=arch,
             num_attributes=num_attributes,
@@ -137,9 +157,11 @@ class AttributeClassifier(nn.Module):
             head_hidden_dim=head_hidden_dim,
             dropout=dropout,
             input_normalization=input_normalization,
+            feature_activation=feature_activation,
         )
         self.num_attributes = num_attributes
         self.input_size = input_size
+        self.feature_activation = nn.GELU() if feature_activation == "gelu" else nn.Identity()
         self.base_model = ResNetTrunk(arch, feature_dim)
         self.classify_headers = AttributeHeads(num_attributes, feature_dim, head_hidden_dim, dropout)
         if input_normalization == "imagenet":
@@ -163,7 +185,7 @@ class AttributeClassifier(nn.Module):
 
     def logits(self, x):
         """Images [N, 3, H, W] in [-1, 1] -> attribute logits [N, num_attributes]."""
-        feature = F.gelu(self.base_model(self.prepare(x)))
+        feature = self.feature_activation(self.base_model(self.prepare(x)))
         return self.classify_headers(feature)
 
     def forward(self, x):
@@ -216,20 +238,29 @@ def _check_shapes(path, state_dict, reference):
             )
 
 
-_HEAD_KEY = re.compile(r"^classify_headers\.classify_headers\.(\d+)\.(?:net\.)?(\d+)\.(weight|bias)$")
+_PAPER_HEAD_KEY = re.compile(r"^classify_headers\.(?:classify_headers\.)?(\d+)\.(?:net\.)?(\d+)\.(weight|bias)$")
+
+
+def checkpoint_layout(state_dict):
+    """"project", "paper" or "paper-coach" (see the module docstring), from the keys."""
+    if any(k.startswith("module.base_model.model.") for k in state_dict):
+        return "paper"
+    if any(k.startswith("module.base_model.") for k in state_dict):
+        return "paper-coach"
+    return "project"
 
 
 def to_project_keys(state_dict):
-    """
-    Map a state dict in the paper's layout (DDP "module." prefix; heads
-    optionally wrapped as `<i>.net.<layer>`) to this module's keys. Project
-    state dicts pass through unchanged.
-    """
+    """Map a state dict in either paper layout to this module's keys; project keys pass unchanged."""
+    layout = checkpoint_layout(state_dict)
+    if layout == "project":
+        return dict(state_dict)
     converted = {}
     for key, value in state_dict.items():
-        if key.startswith("module."):
-            key = key[len("module."):]
-        match = _HEAD_KEY.match(key)
+        key = key[len("module."):] if key.startswith("module.") else key
+        if layout == "paper-coach" and key.startswith("base_model."):
+            key = "base_model.model." + key[len("base_model."):]
+        match = _PAPER_HEAD_KEY.match(key)
         if match:
             key = "classify_headers.classify_headers.{}.{}.{}".format(*match.groups())
         converted[key] = value
@@ -279,29 +310,29 @@ def load_classifier(path, device="cpu", arch=None, num_attributes=None):
         (gradients still flow to its input).
     """
     checkpoint = _read_torch_file(path, "classifier checkpoint")
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         raise ValueError(f"{path} is not a classifier checkpoint (no 'state_dict' entry)")
-    raw_state = checkpoint["state_dict"]
-    paper_layout = any(k.startswith("module.") for k in raw_state)
-    state_dict = to_project_keys(raw_state)
+    layout = checkpoint_layout(checkpoint["state_dict"])
+    state_dict = to_project_keys(checkpoint["state_dict"])
     try:
         found = infer_architecture(state_dict)
     except ValueError as err:
         raise ValueError(f"{path}: {err}") from None
     opts = checkpoint.get("opts") or {}
-    if paper_layout:
-        model_opts = dict(
-            found,
-            input_size=int(opts.get("input_size", PAPER_INPUT_SIZE)),
-            input_normalization=PAPER_INPUT_NORMALIZATION,
-        )
-    else:
+    if layout == "project":
         model_opts = {k: opts[k] for k in OPTION_NAMES if k in opts}
         for key, value in found.items():
             if model_opts.get(key) != value:
                 raise ValueError(
                     f"{path}: its opts say {key}={model_opts.get(key)!r} but its weights are {key}={value!r}"
                 )
+    else:
+        model_opts = dict(
+            found,
+            input_size=int(opts.get("input_size", PAPER_INPUT_SIZE)),
+            input_normalization=PAPER_INPUT_NORMALIZATION,
+            feature_activation="gelu" if layout == "paper" else "none",
+        )
     for key, wanted in (("arch", arch), ("num_attributes", num_attributes)):
         if wanted is not None and model_opts[key] != wanted:
             raise ValueError(f"{path} is a classifier with {key}={model_opts[key]!r}, expected {key}={wanted!r}")

@@ -46,7 +46,14 @@ from tqdm import tqdm
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from preprocess.attributes import ATTRIBUTE_NAMES  # noqa: E402
-from preprocess.classifier import ARCHITECTURES, OPTION_NAMES, AttributeClassifier, load_classifier  # noqa: E402
+from preprocess.classifier import (  # noqa: E402
+    ARCHITECTURES,
+    FEATURE_ACTIVATIONS,
+    INPUT_NORMALIZATIONS,
+    OPTION_NAMES,
+    AttributeClassifier,
+    load_classifier,
+)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 CHECKPOINT_DIR = "checkpoints"
@@ -402,6 +409,7 @@ def model_options(args, input_size):
         head_hidden_dim=args.head_hidden_dim,
         dropout=args.dropout,
         input_normalization=args.input_normalization,
+        feature_activation=args.feature_activation,
     )
 
 
@@ -437,9 +445,9 @@ def read_resume_checkpoint(path, model_opts, args):
                 f"(use another --exp_dir)"
             )
     for key in RESUME_INVARIANTS:
-        if saved["training"][key] != getattr(args, key):
+        if saved.get("training", {}).get(key) != getattr(args, key):
             raise ValueError(
-                f"cannot resume from {path}: it has {key}={saved['training'][key]!r}, this run asks for "
+                f"cannot resume from {path}: it has {key}={saved.get('training', {}).get(key)!r}, this run asks for "
                 f"{getattr(args, key)!r} (use another --exp_dir)"
             )
     return checkpoint
@@ -621,7 +629,7 @@ def check_training_args(args, world_size):
         raise FileNotFoundError(f"--pretrained_weights not found: {args.pretrained_weights}")
 
 
-def prepare_training(args, world_size, images, attributes):
+def prepare_training(args, images, attributes, announce=True):
     """Checks that need the data or exp_dir; returns the checkpoint to resume from (or None)."""
     train_indices, _ = split_indices(len(attributes), args.val_fraction, args.split_seed)
     if len(train_indices) < args.batch_size:
@@ -631,7 +639,8 @@ def prepare_training(args, world_size, images, attributes):
         return None
     resume_path = found[-1][1]
     read_resume_checkpoint(resume_path, model_options(args, args.input_size or images.shape[-1]), args)
-    print(f"resuming from {resume_path}")
+    if announce:
+        print(f"resuming from {resume_path}")
     return resume_path
 
 
@@ -646,7 +655,7 @@ def run_training(args):
             args.master_port = MPI.COMM_WORLD.bcast(free_port() if rank == 0 else None, root=0)
         check_training_args(args, world_size)
         images, attributes = load_labelled_images(args.data_dir, args.num_attributes, args.num_workers, rank == 0)
-        resume_path = prepare_training(args, world_size, images, attributes)
+        resume_path = prepare_training(args, images, attributes, announce=rank == 0)
         local_count = int(os.environ.get("MPI_LOCALNRANKS", os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE", world_size)))
         local_rank = int(os.environ.get("MPI_LOCALRANKID", os.environ.get("OMPI_COMM_WORLD_LOCAL_RANK", rank)))
         device = setup_process(rank, world_size, local_rank, local_count, args)
@@ -664,7 +673,7 @@ def run_training(args):
         raise ValueError("with --world_size > 1 (several nodes) give every node the same --master_addr and --master_port")
     check_training_args(args, world_size)
     images, attributes = load_labelled_images(args.data_dir, args.num_attributes, args.num_workers)
-    resume_path = prepare_training(args, world_size, images, attributes)
+    resume_path = prepare_training(args, images, attributes)
     if world_size == 1:
         device = setup_process(0, 1, 0, 1, args)
         train(0, 1, device, args, images, attributes, resume_path)
@@ -758,7 +767,9 @@ def create_argparser():
     model.add_argument("--feature_dim", type=int, default=256)
     model.add_argument("--head_hidden_dim", type=int, default=256)
     model.add_argument("--dropout", type=float, default=0.0, help="dropout inside the attribute heads")
-    model.add_argument("--input_normalization", default="imagenet", choices=("imagenet", "none"))
+    model.add_argument("--input_normalization", default="imagenet", choices=INPUT_NORMALIZATIONS)
+    model.add_argument("--feature_activation", default="gelu", choices=FEATURE_ACTIVATIONS,
+                       help="activation between the trunk's feature and the heads")
     model.add_argument("--pretrained_weights", default="", help="local torchvision ResNet state dict for the trunk")
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--exp_dir", default=os.path.join("runs", "classifier"), help="checkpoints, logs and plots")

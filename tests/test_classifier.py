@@ -159,6 +159,29 @@ def test_paper_layout_checkpoint_loads_with_identical_outputs(tmp_path, head_wra
         assert torch.equal(loaded(x), reference(x))
 
 
+def test_published_coach_layout_checkpoint_loads_with_identical_outputs(tmp_path):
+    # gongshuai1/CycleDiff preprocess/coach.py: a bare torchvision ResNet (1000-way fc) as base_model,
+    # heads FeedForward(1000, 768) as classify_headers.<i>.net, no activation between them.
+    reference = perturbed_classifier(
+        input_size=224, input_normalization="none", feature_dim=1000, head_hidden_dim=24, feature_activation="none"
+    )
+    state_dict = {}
+    for key, value in reference.state_dict().items():
+        if key.startswith("base_model.model."):
+            key = "base_model." + key[len("base_model.model."):]
+        else:
+            head, layer, param = key.rsplit(".", 3)[1:]
+            key = f"classify_headers.{head}.net.{layer}.{param}"
+        state_dict[f"module.{key}"] = value.clone()
+    assert "module.base_model.fc.weight" in state_dict and "module.classify_headers.19.net.3.bias" in state_dict
+    torch.save({"state_dict": state_dict, "opts": {"attribute_count": 20}}, tmp_path / "coach.pt")
+    loaded = load_classifier(str(tmp_path / "coach.pt"))
+    assert loaded.opts["feature_activation"] == "none" and loaded.opts["feature_dim"] == 1000
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(loaded(x), reference(x))
+
+
 def test_pretrained_trunk_loads_from_a_local_file(tmp_path):
     torch.manual_seed(1)
     trunk = torchvision.models.resnet18(weights=None)
