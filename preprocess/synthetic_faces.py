@@ -8,11 +8,13 @@ clothes, pose and lighting) plus a 0/1 vector of the 20 attributes of
 the same identity with one attribute flipped is the ground-truth edit.
 
 Rendering draws the face large with PIL (``_supersample`` times the output
-size), box-downsamples it (anti-aliasing) and applies a per-pixel lighting
-gradient. Only PIL drawing and float64 arithmetic (+, -, *, /, sqrt, no
-transcendental functions) are used and there is no randomness inside
-:func:`render`, so the same inputs give the same pixels on any machine with the
-same Pillow version.
+size, at least 256 px), box-downsamples it (anti-aliasing) and applies a
+per-pixel lighting gradient. Only PIL drawing and float64 arithmetic (+, -, *,
+/, no transcendental functions: circles come from a rational parametrisation)
+are used and there is no randomness inside :func:`render`, so the same inputs
+give the same pixels on any machine; only a different Pillow rasteriser could
+change them (``identities.json`` records the Pillow version and
+:data:`RENDERER_VERSION`).
 
 Locality. The face is painted as a list of parts (:data:`_PARTS`), back to
 front. Each part declares the attributes that change its shape and the ones
@@ -26,11 +28,17 @@ the masks cover, per attribute:
 - Bags_Under_Eyes: crescents under the eyes. Narrow_Eyes: the eyes.
 - Bald, Bangs, hair colours, Straight_Hair, Wavy_Hair: the hair (all styles).
 - Eyeglasses: frames, lenses and temples. Heavy_Makeup: eyelids and cheeks.
-- Male: the jaw, the brows and the hair (men get a square jaw, thick straight
-  brows and short hair).
+- Male: the lower face (men's square jaw is painted over it), the brows and
+  the hair (men get a square jaw, thick straight brows and short hair).
 - Mouth_Slightly_Open, Smiling, Wearing_Lipstick: the mouth and lips.
 - Pale_Skin, Young: the skin (face, ears, neck, jaw); not young adds wrinkles
   (forehead, eye corners, nose-to-mouth folds) and a greyer, duller skin.
+
+render() draws whatever vector it is given, including ones the sampler never
+makes: a beard on a woman's face, or, with precedence, the first of black,
+blond, brown, gray when several hair colours are set and no bangs when bald.
+With none of the four hair colours, the hair has the identity's own red or
+auburn tone.
 """
 
 import itertools
