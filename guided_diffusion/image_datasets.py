@@ -167,7 +167,9 @@ def read_attributes(data_dir, num_images, num_attributes=None):
     if attributes.shape[0] != num_images:
         raise ValueError(f"{path} has {attributes.shape[0]} rows but {data_dir} holds {num_images} images")
     if num_attributes is not None and attributes.shape[1] != num_attributes:
-        raise ValueError(f"{path} has {attributes.shape[1]} attributes per image, the model expects {num_attributes}")
+        raise ValueError(
+            f"{path} has {attributes.shape[1]} attributes per image, the model expects {num_attributes}"
+        )
     attributes = attributes.float()
     if not th.all((attributes >= 0) & (attributes <= 1)):
         raise ValueError(f"{path} must hold values in [0, 1]")
@@ -221,7 +223,15 @@ class ImageDataset(Dataset):
         their uint8 pixels fit in this many bytes; else decode on access.
     """
 
-    def __init__(self, image_paths, image_size, attributes=None, classes=None, max_cache_bytes=DEFAULT_CACHE_BYTES, progress=True):
+    def __init__(
+        self,
+        image_paths,
+        image_size,
+        attributes=None,
+        classes=None,
+        max_cache_bytes=DEFAULT_CACHE_BYTES,
+        progress=True,
+    ):
         super().__init__()
         self.image_paths = list(image_paths)
         self.image_size = image_size
@@ -232,7 +242,9 @@ class ImageDataset(Dataset):
         self.pixels = None
         if self.cached:
             self.pixels = th.empty(len(self.image_paths), 3, image_size, image_size, dtype=th.uint8)
-            for i, path in enumerate(tqdm(self.image_paths, desc="decoding images", disable=not progress, leave=False)):
+            for i, path in enumerate(
+                tqdm(self.image_paths, desc="decoding images", disable=not progress, leave=False)
+            ):
                 self.pixels[i] = load_image(path, image_size)
 
     def __len__(self):

@@ -11,6 +11,7 @@ only keep a log.rank<R>.txt for their own messages.
 
 import csv
 import datetime
+import importlib.util
 import os
 import sys
 from collections import defaultdict
@@ -121,11 +122,7 @@ def _format_line(kvs):
 
 
 def tensorboard_available():
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return importlib.util.find_spec("tensorboard") is not None
 
 
 def make_output_format(name, dir):

@@ -151,7 +151,9 @@ def parse_attention_resolutions(attention_resolutions, image_size):
         try:
             res = int(res)
         except ValueError:
-            raise ValueError(f"attention_resolutions must be comma-separated integers, got {attention_resolutions!r}") from None
+            raise ValueError(
+                f"attention_resolutions must be comma-separated integers, got {attention_resolutions!r}"
+            ) from None
         if res <= 0 or image_size % res:
             raise ValueError(f"attention resolution {res} does not divide image_size {image_size}")
         rates.append(image_size // res)
@@ -351,7 +353,9 @@ def check_state_dict(model, state_dict, source):
     problems = []
     for label, items in (("missing", missing), ("unexpected", unexpected), ("other shape", reshaped)):
         if items:
-            problems.append(f"{label}: {', '.join(items[:3])}" + (f" (+{len(items) - 3} more)" if len(items) > 3 else ""))
+            problems.append(
+                f"{label}: {', '.join(items[:3])}" + (f" (+{len(items) - 3} more)" if len(items) > 3 else "")
+            )
     if problems:
         raise ValueError(f"{source} does not match the model configuration ({'; '.join(problems)})")
 

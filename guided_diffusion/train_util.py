@@ -88,7 +88,9 @@ class TrainLoop:
         if logger.get_dir() is None:
             raise ValueError("configure the logger (logger.configure(dir)) before creating a TrainLoop")
         if log_interval <= 0 or save_interval <= 0:
-            raise ValueError(f"log_interval and save_interval must be positive, got {log_interval} and {save_interval}")
+            raise ValueError(
+                f"log_interval and save_interval must be positive, got {log_interval} and {save_interval}"
+            )
         self.model = model
         self.diffusion = diffusion
         self.data = data
@@ -148,7 +150,9 @@ class TrainLoop:
                 recorded = None
             differences = config_differences(recorded, model_config) if recorded else []
             if differences:
-                details = ", ".join(f"{k}={recorded[k]!r} there, {model_config.get(k)!r} now" for k in differences)
+                details = ", ".join(
+                    f"{k}={recorded[k]!r} there, {model_config.get(k)!r} now" for k in differences
+                )
                 raise ValueError(
                     f"cannot resume from {resume_path}: it was trained with other hyper-parameters "
                     f"({details}); use another --log_dir or the same flags"
@@ -167,7 +171,12 @@ class TrainLoop:
         if not dist_util.rank0_result(lambda: os.path.isfile(opt_path)):
             logger.log(f"warning: {opt_path} not found, starting with a fresh optimizer")
             return
-        self.opt.load_state_dict(dist_util.load_state_dict(opt_path, map_location=self.device))
+        try:
+            self.opt.load_state_dict(dist_util.load_state_dict(opt_path, map_location=self.device))
+        except ValueError as exc:
+            raise ValueError(
+                f"{opt_path} does not fit this optimizer (was --use_fp16 changed?): {exc}"
+            ) from exc
         for group in self.opt.param_groups:  # the flags of this run win over the saved ones
             group["lr"] = self.lr
             group["weight_decay"] = self.weight_decay
@@ -186,7 +195,8 @@ class TrainLoop:
 
     def run_loop(self):
         """Train until lr_anneal_steps / max_steps (forever when neither is set); save at the end."""
-        end = min(s for s in (self.lr_anneal_steps, self.max_steps) if s > 0) if self.lr_anneal_steps or self.max_steps else None
+        ends = [s for s in (self.lr_anneal_steps, self.max_steps) if s > 0]
+        end = min(ends) if ends else None
         progress = tqdm(initial=self.step, total=end, desc="training", unit="step", disable=self.rank != 0)
         self._last_log = (self.step, time.time())
         while end is None or self.step < end:
@@ -258,7 +268,9 @@ class TrainLoop:
         """Write the accumulated statistics plus throughput (collective when distributed)."""
         last_step, last_time = self._last_log
         now = time.time()
-        logger.logkv("samples_per_sec", (self.step - last_step) * self.global_batch / max(now - last_time, 1e-9))
+        logger.logkv(
+            "samples_per_sec", (self.step - last_step) * self.global_batch / max(now - last_time, 1e-9)
+        )
         logger.dumpkvs()
         self._last_log = (self.step, now)
 
@@ -266,10 +278,13 @@ class TrainLoop:
         """Write optS.pt, ema_<rate>_S.pt and modelS.pt (in that order, atomically) from rank 0."""
         if self.rank == 0:
             for rate, params in zip(self.ema_rate, self.ema_params):
-                self._save_state(self.mp_trainer.master_params_to_state_dict(params), f"ema_{rate}_{self.step:06d}.pt")
+                self._save_state(
+                    self.mp_trainer.master_params_to_state_dict(params), f"ema_{rate}_{self.step:06d}.pt"
+                )
             self._save_state(self.opt.state_dict(), f"opt{self.step:06d}.pt")
             self._save_state(
-                self.mp_trainer.master_params_to_state_dict(self.mp_trainer.master_params), f"model{self.step:06d}.pt"
+                self.mp_trainer.master_params_to_state_dict(self.mp_trainer.master_params),
+                f"model{self.step:06d}.pt",
             )
             logger.log(f"saved checkpoint for step {self.step} in {self.log_dir}")
         dist_util.barrier()
@@ -330,7 +345,11 @@ def find_ema_checkpoint(log_dir, rate=None, step=None):
     among several rates, the slowest (largest) one unless `rate` is given.
     """
     pattern = re.compile(r"^ema_([0-9.]+)_(\d+)\.pt$")
-    found = [(int(m.group(2)), float(m.group(1)), name) for name in os.listdir(log_dir) if (m := pattern.match(name))]
+    found = [
+        (int(m.group(2)), float(m.group(1)), name)
+        for name in os.listdir(log_dir)
+        if (m := pattern.match(name))
+    ]
     if rate is not None:
         found = [f for f in found if f[1] == float(rate)]
     if step is not None:
@@ -373,4 +392,3 @@ def _seed_everything(seed, step, rank):
     state = np.random.SeedSequence([seed, step, rank]).generate_state(2, dtype=np.uint32)
     th.manual_seed(int(state[0]) << 32 | int(state[1]))
     np.random.seed(int(state[0]))
-

@@ -99,7 +99,9 @@ def bench(args):
         print(f"peak GPU memory (allocated): {th.cuda.max_memory_allocated(device) / 2**20:.0f} MiB")
     else:
         # ru_maxrss is in KiB on Linux; it is the whole process (Python and torch included).
-        print(f"peak process memory (RSS): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10:.0f} MiB")
+        print(
+            f"peak process memory (RSS): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10:.0f} MiB"
+        )
 
 
 def _synchronize(device):

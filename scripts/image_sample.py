@@ -110,7 +110,9 @@ def parse_conditions(args, config):
         try:
             return th.tensor([int(v) for v in args.class_labels.split(",")], dtype=th.long)
         except ValueError:
-            raise ValueError(f"--class_labels must be comma-separated integers, got {args.class_labels!r}") from None
+            raise ValueError(
+                f"--class_labels must be comma-separated integers, got {args.class_labels!r}"
+            ) from None
     if not num_attributes:
         if args.attributes or args.attributes_file:
             raise ValueError("this model is unconditional: drop --attributes / --attributes_file")
@@ -134,7 +136,9 @@ def parse_conditions(args, config):
         except ValueError:
             raise ValueError(f"attribute vector {i} is not comma-separated numbers: {row!r}") from None
         if len(vector) != num_attributes:
-            raise ValueError(f"attribute vector {i} has {len(vector)} values, the model expects {num_attributes}")
+            raise ValueError(
+                f"attribute vector {i} has {len(vector)} values, the model expects {num_attributes}"
+            )
         if not all(0 <= v <= 1 for v in vector):
             raise ValueError(f"attribute vector {i} has values outside [0, 1]: {row!r}")
         vectors.append(vector)
@@ -176,20 +180,54 @@ def save_npz(arrays, path):
 
 def create_argparser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
-    parser.add_argument("--checkpoint", required=True, help="log dir or .pt file (hyper-parameters from the JSON beside it)")
-    parser.add_argument("--use_ema", type=str2bool, default=True, metavar="BOOL", help="for a log dir: EMA weights (default) or raw model weights")
-    parser.add_argument("--ema_rate", default="", help="for a log dir with several EMA rates: which one (default: the largest)")
-    parser.add_argument("--attributes", default="", help="attribute vectors: comma-separated values, vectors separated by ';'")
-    parser.add_argument("--attributes_file", default="", help=".pt tensor [K, A] or text file with one comma-separated vector per line")
-    parser.add_argument("--class_labels", default="", help="for class-conditional models: comma-separated labels")
-    parser.add_argument("--num_samples", type=int, default=8, help="samples per attribute vector (one grid row each)")
+    parser.add_argument(
+        "--checkpoint", required=True, help="log dir or .pt file (hyper-parameters from the JSON beside it)"
+    )
+    parser.add_argument(
+        "--use_ema",
+        type=str2bool,
+        default=True,
+        metavar="BOOL",
+        help="for a log dir: EMA weights (default) or raw model weights",
+    )
+    parser.add_argument(
+        "--ema_rate",
+        default="",
+        help="for a log dir with several EMA rates: which one (default: the largest)",
+    )
+    parser.add_argument(
+        "--attributes", default="", help="attribute vectors: comma-separated values, vectors separated by ';'"
+    )
+    parser.add_argument(
+        "--attributes_file",
+        default="",
+        help=".pt tensor [K, A] or text file with one comma-separated vector per line",
+    )
+    parser.add_argument(
+        "--class_labels", default="", help="for class-conditional models: comma-separated labels"
+    )
+    parser.add_argument(
+        "--num_samples", type=int, default=8, help="samples per attribute vector (one grid row each)"
+    )
     parser.add_argument("--batch_size", type=int, default=16)
-    parser.add_argument("--use_ddim", type=str2bool, default=False, metavar="BOOL", help="DDIM (deterministic) instead of DDPM sampling")
-    parser.add_argument("--timestep_respacing", default="", help="e.g. ddim50 or 250 (default: the trained respacing, normally all steps)")
+    parser.add_argument(
+        "--use_ddim",
+        type=str2bool,
+        default=False,
+        metavar="BOOL",
+        help="DDIM (deterministic) instead of DDPM sampling",
+    )
+    parser.add_argument(
+        "--timestep_respacing",
+        default="",
+        help="e.g. ddim50 or 250 (default: the trained respacing, normally all steps)",
+    )
     parser.add_argument("--clip_denoised", type=str2bool, default=True, metavar="BOOL")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    parser.add_argument("--output", default=os.path.join("outputs", "samples.png"), help="PNG grid; the .npz goes beside it")
+    parser.add_argument(
+        "--output", default=os.path.join("outputs", "samples.png"), help="PNG grid; the .npz goes beside it"
+    )
     return parser
 
 

@@ -20,7 +20,9 @@ def make_dataset(root, n=6, size=16, num_attributes=NUM_ATTRIBUTES, width=None):
         arr = np.full((size, width, 3), 255, dtype=np.uint8)
         arr[:, : width // 2] = 20 * i
         Image.fromarray(arr).save(root / f"{i:05d}.png")
-    attributes = th.tensor([[(i >> b) & 1 for b in range(num_attributes)] for i in range(n)], dtype=th.float32)
+    attributes = th.tensor(
+        [[(i >> b) & 1 for b in range(num_attributes)] for i in range(n)], dtype=th.float32
+    )
     th.save(attributes, root / "attributes.pt")
     return attributes
 
@@ -38,7 +40,9 @@ def take(gen, k):
 
 def test_batches_pair_each_image_with_its_attributes(tmp_path):
     attributes = make_dataset(tmp_path, n=6)
-    data = load_data(data_dir=str(tmp_path), batch_size=4, image_size=16, seed=0, num_attributes=NUM_ATTRIBUTES)
+    data = load_data(
+        data_dir=str(tmp_path), batch_size=4, image_size=16, seed=0, num_attributes=NUM_ATTRIBUTES
+    )
     for images, cond in take(data, 6):
         assert images.shape == (4, 3, 16, 16) and images.dtype == th.float32
         assert images.min() >= -1 and images.max() <= 1
@@ -55,7 +59,9 @@ def test_shuffled_epochs_visit_every_image_once(tmp_path):
 
 def test_deterministic_order_and_flips_mirror_images(tmp_path):
     make_dataset(tmp_path, n=8)
-    plain = load_data(data_dir=str(tmp_path), batch_size=8, image_size=16, deterministic=True, random_flip=False)
+    plain = load_data(
+        data_dir=str(tmp_path), batch_size=8, image_size=16, deterministic=True, random_flip=False
+    )
     flipped = load_data(data_dir=str(tmp_path), batch_size=8, image_size=16, deterministic=True, seed=3)
     images, _ = next(plain)
     assert [image_id(img) for img in images] == list(range(8))
@@ -84,7 +90,15 @@ def test_shards_partition_the_dataset(tmp_path):
     make_dataset(tmp_path, n=7)
     seen = []
     for shard in range(3):
-        data = load_data(data_dir=str(tmp_path), batch_size=1, image_size=16, deterministic=True, random_flip=False, shard=shard, num_shards=3)
+        data = load_data(
+            data_dir=str(tmp_path),
+            batch_size=1,
+            image_size=16,
+            deterministic=True,
+            random_flip=False,
+            shard=shard,
+            num_shards=3,
+        )
         n_shard = len(range(shard, 7, 3))
         seen += [image_id(next(data)[0][0]) for _ in range(n_shard)]
     assert sorted(seen) == list(range(7))
@@ -106,7 +120,16 @@ def test_unconditional_and_class_conditional(tmp_path):
     (tmp_path / "classes").mkdir()
     for name in ["cat_1.png", "dog_1.png", "cat_2.png"]:
         Image.new("RGB", (8, 8)).save(tmp_path / "classes" / name)
-    _, cond = next(load_data(data_dir=str(tmp_path / "classes"), batch_size=3, image_size=8, attribute_cond=False, class_cond=True, deterministic=True))
+    _, cond = next(
+        load_data(
+            data_dir=str(tmp_path / "classes"),
+            batch_size=3,
+            image_size=8,
+            attribute_cond=False,
+            class_cond=True,
+            deterministic=True,
+        )
+    )
     assert cond["y"].dtype == th.long and cond["y"].tolist() == [0, 0, 1]
 
 
@@ -126,7 +149,9 @@ def test_dataset_item_matches_batch(tmp_path):
     dataset = ImageDataset(paths, 16, attributes=th.eye(3), progress=False)
     images, cond = dataset.get_batch([2, 0])
     image, item_cond = dataset[2]
-    assert image.shape == (3, 16, 16) and th.equal(images[0], image) and th.equal(cond["y"][0], item_cond["y"])
+    assert (
+        image.shape == (3, 16, 16) and th.equal(images[0], image) and th.equal(cond["y"][0], item_cond["y"])
+    )
 
 
 @pytest.mark.parametrize(

@@ -71,7 +71,10 @@ def data_dir(tmp_path_factory):
         colour = rng.uniform(0, 1, 3)
         image = colour * (0.5 + 0.5 * np.sin(3 * xx + i)[..., None] * yy[..., None])
         Image.fromarray((255 * image).astype(np.uint8)).save(root / f"{i:05d}.png")
-    th.save((th.rand(8, NUM_ATTRIBUTES, generator=th.Generator().manual_seed(0)) < 0.5).float(), root / "attributes.pt")
+    th.save(
+        (th.rand(8, NUM_ATTRIBUTES, generator=th.Generator().manual_seed(0)) < 0.5).float(),
+        root / "attributes.pt",
+    )
     return root
 
 
@@ -130,16 +133,22 @@ def trained_run(tmp_path_factory, data_dir):
 
 def fixed_eval_loss(model, diffusion, data_dir):
     """Training loss on a fixed batch with fixed timesteps and noise (no randomness between calls)."""
-    images, cond = next(load_data(data_dir=str(data_dir), batch_size=8, image_size=16, deterministic=True, random_flip=False))
+    images, cond = next(
+        load_data(data_dir=str(data_dir), batch_size=8, image_size=16, deterministic=True, random_flip=False)
+    )
     g = th.Generator().manual_seed(1)
     t = th.linspace(0, diffusion.num_timesteps - 1, 8).long()
     noise = th.randn(images.shape, generator=g)
     with th.no_grad():
-        return diffusion.training_losses(model, images, t, model_kwargs=cond, noise=noise)["loss"].mean().item()
+        return (
+            diffusion.training_losses(model, images, t, model_kwargs=cond, noise=noise)["loss"].mean().item()
+        )
 
 
 def test_training_lowers_the_loss_and_anneals_lr(tmp_path, data_dir):
-    loop = make_loop(tmp_path, data_dir, lr=5e-3, lr_anneal_steps=10, save_interval=4, log_interval=2, batch_size=8)
+    loop = make_loop(
+        tmp_path, data_dir, lr=5e-3, lr_anneal_steps=10, save_interval=4, log_interval=2, batch_size=8
+    )
     before = fixed_eval_loss(loop.model, loop.diffusion, data_dir)
     loop.run_loop()
     after = fixed_eval_loss(loop.model, loop.diffusion, data_dir)
@@ -154,7 +163,9 @@ def test_training_lowers_the_loss_and_anneals_lr(tmp_path, data_dir):
         assert float(row["samples_per_sec"]) > 0
     # checkpoints at the save interval and at the end, nothing half-written
     names = sorted(os.listdir(tmp_path))
-    assert {"model000004.pt", "model000008.pt", "model000010.pt", "opt000010.pt", "ema_0.9_000010.pt"} <= set(names)
+    assert {"model000004.pt", "model000008.pt", "model000010.pt", "opt000010.pt", "ema_0.9_000010.pt"} <= set(
+        names
+    )
     assert not [n for n in names if ".tmp" in n]
 
 
@@ -192,12 +203,16 @@ def test_resume_repeats_the_uninterrupted_run_exactly(tmp_path, data_dir, traine
     first.run_loop()
     assert sorted(n for n in os.listdir(tmp_path) if n.startswith("model0")) == ["model000003.pt"]
 
-    resumed = make_loop(tmp_path, data_dir, init_seed=123, lr_anneal_steps=6)  # other init: weights must come from disk
+    resumed = make_loop(
+        tmp_path, data_dir, init_seed=123, lr_anneal_steps=6
+    )  # other init: weights must come from disk
     assert resumed.resume_step == 3 and resumed.step == 3
     reference_opt = load(reference_dir / "opt000003.pt")
     assert state_dicts_equal(resumed.opt.state_dict()["state"], reference_opt["state"])
     reference_ema = load(reference_dir / "ema_0.5_000003.pt")
-    assert state_dicts_equal(resumed.mp_trainer.master_params_to_state_dict(resumed.ema_params[1]), reference_ema)
+    assert state_dicts_equal(
+        resumed.mp_trainer.master_params_to_state_dict(resumed.ema_params[1]), reference_ema
+    )
     resumed.run_loop()
 
     assert resumed.step == 6
@@ -249,7 +264,11 @@ def test_atomic_save_keeps_the_old_file_on_failure(tmp_path):
 
 def _mpiexec(args, timeout):
     return subprocess.run(
-        ["mpiexec", "-n", "2", sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+        ["mpiexec", "-n", "2", sys.executable, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -260,8 +279,7 @@ requires_mpiexec = pytest.mark.skipif(shutil.which("mpiexec") is None, reason="m
 def test_mpi_load_state_dict_follows_rank0_and_never_hangs(tmp_path):
     path = tmp_path / "weights.pt"
     th.save({"w": th.arange(5000, dtype=th.float32)}, path)  # 20 kB: several 4 kB chunks below
-    script = textwrap.dedent(
-        f"""
+    script = textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {ROOT!r})
         from guided_diffusion import dist_util
@@ -275,8 +293,7 @@ def test_mpi_load_state_dict_follows_rank0_and_never_hangs(tmp_path):
             dist_util.load_state_dict("/nonexistent.pt" if rank == 0 else {str(path)!r})
         except FileNotFoundError as exc:
             print(f"rank {{rank}} missing")
-        """
-    )
+        """)
     result = _mpiexec(["-c", script], timeout=90)
     assert result.returncode == 0, result.stderr
     expected_sum = f"{sum(range(5000))}"
@@ -347,7 +364,10 @@ def test_image_train_bad_input_gives_one_error_line(tmp_path, data_dir, trained_
     if case == "bad_respacing":
         flags.append("--timestep_respacing=bogus")
     if case == "other_config":
-        flags += [f"--resume_checkpoint={_write_other_config_run(tmp_path, trained_run)}", "--num_channels=16"]
+        flags += [
+            f"--resume_checkpoint={_write_other_config_run(tmp_path, trained_run)}",
+            "--num_channels=16",
+        ]
     assert load_script("image_train").main(flags) == 2
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("error: ")]
@@ -374,3 +394,33 @@ def test_image_sample_writes_grid_and_npz(tmp_path, trained_run, capsys):
     assert sample_main([f"--checkpoint={log_dir}", "--attributes=1,0,1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: attribute vector 0 has 3 values, the model expects 4"]
+
+
+def test_bf16_autocast_step_trains(tmp_path, data_dir):
+    loop = make_loop(tmp_path, data_dir, use_bf16=True, lr=5e-3)
+    before = [p.detach().clone() for p in loop.model.parameters()]
+    batch, cond = next(loop.data)
+    for _ in range(2):
+        loop.run_step(batch, cond)
+    assert all(p.dtype == th.float32 for p in loop.model.parameters())  # weights stay float32
+    assert all(th.isfinite(p).all() for p in loop.model.parameters())
+    assert not all(th.equal(a, b) for a, b in zip(before, loop.model.parameters()))
+
+
+def test_logger_averages_and_widens_the_csv(tmp_path):
+    log = logger.configure(str(tmp_path), format_strs=["csv", "log"])
+    for value in (1.0, 2.0, 6.0):
+        logger.logkv_mean("loss", value)
+    logger.logkv("step", 1)
+    assert logger.dumpkvs() == {"loss": 3.0, "step": 1}
+    logger.logkv("step", 2)
+    logger.logkv("grad_norm", 0.5)  # a key the header lacks
+    logger.dumpkvs()
+    log.close()
+    with open(tmp_path / "progress.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows == [
+        {"step": "1", "grad_norm": "", "loss": "3.0"},
+        {"step": "2", "grad_norm": "0.5", "loss": ""},
+    ]
+    assert "step 1 | loss 3" in (tmp_path / "log.txt").read_text()
