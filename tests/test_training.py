@@ -424,3 +424,29 @@ def test_logger_averages_and_widens_the_csv(tmp_path):
         {"step": "2", "grad_norm": "0.5", "loss": ""},
     ]
     assert "step 1 | loss 3" in (tmp_path / "log.txt").read_text()
+
+
+def test_resume_finds_the_latest_complete_checkpoint(tmp_path):
+    for name in (
+        "model000009.pt",
+        "model000100.pt",
+        "model000010.pt",
+        "opt000200.pt",
+        "model000200.pt.tmp.1",
+    ):
+        (tmp_path / name).write_bytes(b"")
+    assert find_resume_checkpoint("", str(tmp_path)) == str(tmp_path / "model000100.pt")
+    assert find_resume_checkpoint("", str(tmp_path / "missing")) is None
+    assert parse_resume_step_from_filename(str(tmp_path / "model000100.pt")) == 100
+    assert parse_resume_step_from_filename("pretrained_256.pt") == 0  # weights to start from
+    with pytest.raises(FileNotFoundError, match="resume checkpoint not found"):
+        find_resume_checkpoint(str(tmp_path / "model000300.pt"), str(tmp_path))
+
+
+def test_setup_dist_without_mpi4py_is_a_single_process(monkeypatch):
+    from guided_diffusion import dist_util
+
+    monkeypatch.setitem(sys.modules, "mpi4py", None)  # "import mpi4py" now raises ImportError
+    dist_util.setup_dist()
+    assert dist_util.get_rank() == 0 and dist_util.get_world_size() == 1 and not dist_util.is_distributed()
+    assert dist_util.broadcast_object("x") == "x" and dist_util.all_gather_object(3) == [3]
