@@ -101,6 +101,9 @@ def build_parser():
     g.add_argument("--inversion", choices=["ddim", "ddpm_noise"], default=None,
                    help="ddim: the paper's deterministic inversion; ddpm_noise: edit-friendly DDPM "
                         "inversion, exact by construction (needs --sampler ddpm)")
+    g.add_argument("--inversion_fixed_point", type=int, default=0,
+                   help="fixed-point refinements per DDIM inversion step (each one UNet evaluation; "
+                        "makes the DDIM round trip near exact)")
     g.add_argument("--cycle_schema", choices=["step_to_origin", "step_by_step", "none"], default=None)
     g.add_argument("--cycle_target", choices=["noised_origin", "inversion"], default=None,
                    help="step-by-step target: q_sample of the input (paper) or the inversion latent")

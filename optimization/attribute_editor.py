@@ -145,6 +145,7 @@ class EditOptions:
     edit_strength: float = 0.6
     skip_timesteps: Optional[int] = None
     inversion: str = "ddpm_noise"
+    inversion_fixed_point: int = 0
     cycle_schema: str = "step_to_origin"
     cycle_target: str = "inversion"
     blend_x0: bool = True
@@ -164,7 +165,8 @@ class EditOptions:
         weights = GuidanceWeights(**{k: getattr(args, k) for k in asdict(GuidanceWeights())})
         return cls(sampler=args.sampler, timestep_respacing=args.timestep_respacing,
                    edit_strength=args.edit_strength, skip_timesteps=args.skip_timesteps,
-                   inversion=args.inversion, cycle_schema=args.cycle_schema,
+                   inversion=args.inversion, inversion_fixed_point=args.inversion_fixed_point,
+                   cycle_schema=args.cycle_schema,
                    cycle_target=args.cycle_target, blend_x0=args.blend_x0, weights=weights)
 
     def num_steps(self, total):
@@ -257,9 +259,6 @@ class AttributeEditor:
             raise ValueError("no classifier loaded")
         return self.classifier(x.to(self.device, self.dtype)).float()
 
-    def _model_kwargs(self, a):
-        return {"y": a} if self.conditional else {}
-
     def edit(self, x, a_ref, a_q, opts: EditOptions, seeds: Sequence[int] = (0,), progress=False,
              record_frames=False) -> EditResult:
         """Edit images x [N, 3, H, W] (in [-1, 1]) from attributes a_ref [N, 20] to a_q [N, 20].
@@ -283,39 +282,43 @@ class AttributeEditor:
         start = time.time()
         shape = tuple(x.shape[1:])
 
+        problem = EditProblem(x_origin=x, a_ref=a_ref, a_q=a_q, conditional=self.conditional,
+                              cycle_noise=_per_sample_noise(seeds, shape, self.device, self.dtype))
+
         # Inversion under the reference attributes.
         noise_sequence = None
         if opts.inversion == "ddim":
             trajectory = {}
             for out in diffusion.ddim_reverse_sample_loop_progressive(
-                    self.model, x, clip_denoised=False, model_kwargs=self._model_kwargs(a_ref),
-                    device=self.device, progress=progress, num_steps=k):
-                trajectory[int(out["t"])] = out["sample"]
+                    self.model, x, clip_denoised=False, model_kwargs=problem.model_kwargs(a_ref),
+                    device=self.device, progress=progress, num_steps=k,
+                    fixed_point_iterations=opts.inversion_fixed_point):
+                trajectory[int(out["t"][0])] = out["sample"]
             x_t = trajectory[k - 1]
         else:
             noises = [_per_sample_noise([s + 7919 * (j + 1) for s in seeds], shape, self.device, self.dtype)
                       for j in range(k)]
-            inv = diffusion.ddpm_inversion(self.model, x, clip_denoised=False, model_kwargs=self._model_kwargs(a_ref),
+            inv = diffusion.ddpm_inversion(self.model, x, clip_denoised=False, model_kwargs=problem.model_kwargs(a_ref),
                                            num_steps=k, progress=progress, noise=noises)
             trajectory = dict(enumerate(inv["trajectory"]))
             x_t, noise_sequence = inv["x_T"], inv["noise_sequence"]
 
         # Guided sampling under the query attributes.
-        problem = EditProblem(x_origin=x, a_ref=a_ref, a_q=a_q, origin_trajectory=trajectory,
-                              cycle_noise=_per_sample_noise(seeds, shape, self.device, self.dtype))
+        problem.origin_trajectory = trajectory
         cfg = GuidanceConfig(weights=opts.weights, cycle_schema=opts.cycle_schema,
                              cycle_target=opts.cycle_target, sampler=opts.sampler, blend_x0=opts.blend_x0)
         log = []
         cond_fn = make_cond_fn(diffusion, self.model, self.classifier, problem, cfg,
                                lpips_fn=self.lpips_fn, id_fn=self.id_fn, log=log)
-        common = dict(noise=x_t, clip_denoised=False, cond_fn=cond_fn, model_kwargs=self._model_kwargs(a_q),
+        common = dict(noise=x_t, clip_denoised=False, cond_fn=cond_fn, model_kwargs=problem.model_kwargs(a_q),
                       device=self.device, progress=progress, num_steps=k)
         if opts.sampler == "ddim":
             loop = diffusion.ddim_sample_loop_progressive(self.model, x.shape, eta=0.0, **common)
         else:
-            if noise_sequence is None:
-                noise_sequence = [_per_sample_noise([s + 104729 * (j + 1) for s in seeds], shape, self.device,
-                                                    self.dtype) for j in range(k)]
+            if noise_sequence is None:  # plain DDPM: fresh noise per step, none at the last one
+                noise_sequence = [torch.zeros_like(x)] + [
+                    _per_sample_noise([s + 104729 * j for s in seeds], shape, self.device, self.dtype)
+                    for j in range(1, k)]
             loop = diffusion.p_sample_loop_progressive(self.model, x.shape, noise_sequence=noise_sequence, **common)
         frames = []
         final = None
@@ -335,10 +338,10 @@ def load_dataset_item(dataset_dir, index, image_size):
     `dataset_dir` is a directory (DESIGN §4 layout) or 'synthetic:SEED' (rendered on the fly).
     """
     if dataset_dir.startswith("synthetic"):
-        from preprocess.synthetic_faces import dataset_item
+        from preprocess.synthetic_faces import example_face, render
         seed = int(dataset_dir.split(":", 1)[1]) if ":" in dataset_dir else 1000
-        image, attributes = dataset_item(seed, index, image_size=image_size)
-        return to_tensor(image), torch.as_tensor(attributes, dtype=torch.float32)
+        identity, attributes = example_face(seed, index)
+        return to_tensor(render(identity, attributes, image_size)), torch.as_tensor(attributes, dtype=torch.float32)
     if not os.path.isdir(dataset_dir):
         raise FileNotFoundError(f"dataset directory not found: {dataset_dir}")
     path = None

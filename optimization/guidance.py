@@ -59,6 +59,11 @@ class EditProblem:
     a_q: torch.Tensor
     origin_trajectory: Optional[Dict[int, torch.Tensor]] = None
     cycle_noise: Optional[torch.Tensor] = None
+    conditional: bool = True
+
+    def model_kwargs(self, attributes):
+        """The UNet's kwargs under `attributes` (none for an unconditional model)."""
+        return {"y": attributes} if self.conditional else {}
 
     @property
     def edit_mask(self):
@@ -102,17 +107,16 @@ def _origin_at(diffusion, problem, cfg, t):
     return diffusion.q_sample(problem.x_origin, prev.clamp(min=0), noise=problem.cycle_noise)
 
 
-def _one_step(diffusion, x, t, eps, x0, cfg, noise):
-    """x at level t -> level t-1 given the model's (eps, x0) at x, differentiably, deterministic.
+def _one_step(diffusion, x, t, out, cfg, noise):
+    """x at level t -> level t-1 from the model's p_mean_variance `out` at x, differentiably.
 
-    DDIM (eta=0) uses alphabar_{t-1}; DDPM takes the posterior mean plus sigma_t * `noise`.
+    DDIM (eta=0) uses alphabar_{t-1}; DDPM takes the mean plus sigma_t * `noise` (none at t == 0).
     """
     if cfg.sampler == "ddim":
         abar_prev = _at(diffusion.alphas_cumprod_prev, t, x)
-        return abar_prev.sqrt() * x0 + (1 - abar_prev).sqrt() * eps
-    mean, _, log_var = diffusion.q_posterior_mean_variance(x_start=x0, x_t=x, t=t)
+        return abar_prev.sqrt() * out["pred_xstart"] + (1 - abar_prev).sqrt() * out["eps"]
     nonzero = (t > 0).to(x.dtype).view(-1, *([1] * (x.dim() - 1)))
-    return mean + nonzero * torch.exp(0.5 * log_var) * noise
+    return out["mean"] + nonzero * torch.exp(0.5 * out["log_variance"]) * noise
 
 
 def guidance_losses(diffusion, model, classifier, problem, cfg, x, t, lpips_fn=None, id_fn=None):
@@ -121,7 +125,7 @@ def guidance_losses(diffusion, model, classifier, problem, cfg, x, t, lpips_fn=N
     Costs one UNet evaluation for x0_hat plus one for the cycle term.
     """
     w = cfg.weights
-    out = diffusion.p_mean_variance(model, x, t, clip_denoised=False, model_kwargs={"y": problem.a_q})
+    out = diffusion.p_mean_variance(model, x, t, clip_denoised=False, model_kwargs=problem.model_kwargs(problem.a_q))
     x0_hat = out["pred_xstart"]
     if cfg.blend_x0:
         fac = _at(diffusion.sqrt_one_minus_alphas_cumprod, t, x)
@@ -140,17 +144,17 @@ def guidance_losses(diffusion, model, classifier, problem, cfg, x, t, lpips_fn=N
 
     if w.cycle_reconstruct_lambda and cfg.cycle_schema != "none":
         noise = problem.cycle_noise if problem.cycle_noise is not None else torch.zeros_like(x)
-        ref_kwargs = {"y": problem.a_ref}
+        ref_kwargs = problem.model_kwargs(problem.a_ref)
         if cfg.cycle_schema == "step_to_origin":
             x_t_back = diffusion.q_sample(x_in, t, noise=noise)
             back = diffusion.p_mean_variance(model, x_t_back, t, clip_denoised=False, model_kwargs=ref_kwargs)
             cycle = losses.mse_per_sample(back["pred_xstart"], problem.x_origin)
         else:
-            x_prev = _one_step(diffusion, x, t, out["eps"], x0_hat, cfg, noise)
+            x_prev = _one_step(diffusion, x, t, out, cfg, noise)
             alpha_t = _at(1.0 - diffusion.betas, t, x)
             x_t_back = alpha_t.sqrt() * x_prev + (1 - alpha_t).sqrt() * noise
             back = diffusion.p_mean_variance(model, x_t_back, t, clip_denoised=False, model_kwargs=ref_kwargs)
-            x_prev_back = _one_step(diffusion, x_t_back, t, back["eps"], back["pred_xstart"], cfg, noise)
+            x_prev_back = _one_step(diffusion, x_t_back, t, back, cfg, noise)
             cycle = losses.mse_per_sample(x_prev_back, _origin_at(diffusion, problem, cfg, t))
         terms["cycle"] = w.cycle_reconstruct_lambda * cycle
 
@@ -163,19 +167,33 @@ def guidance_losses(diffusion, model, classifier, problem, cfg, x, t, lpips_fn=N
     return terms
 
 
+def has_active_terms(cfg, classifier=None, lpips_fn=None, id_fn=None):
+    """Whether `guidance_losses` would return any term (else no cond_fn is needed at all)."""
+    w = cfg.weights
+    return bool(
+        (classifier is not None and (w.attribute_guidance_lambda or w.preserve_lambda))
+        or (w.cycle_reconstruct_lambda and cfg.cycle_schema != "none")
+        or w.range_lambda
+        or (lpips_fn is not None and w.lpips_sim_lambda)
+        or (id_fn is not None and w.id_lambda)
+    )
+
+
 def make_cond_fn(diffusion, model, classifier, problem, cfg, lpips_fn=None, id_fn=None, log=None):
-    """Build cond_fn(x, t, **model_kwargs) -> -d(loss)/dx for `diffusion`'s samplers.
+    """Build cond_fn(x, t, **model_kwargs) -> -d(loss)/dx for `diffusion`'s samplers, or None
+    when no loss term is active.
 
     A step whose gradient is not finite is skipped (zero gradient) with a warning. When `log`
     (a list) is given, each step appends {"t": int, term: mean value, ...}.
     """
 
+    if not has_active_terms(cfg, classifier, lpips_fn, id_fn):
+        return None
+
     def cond_fn(x, t, **_):
         with torch.enable_grad():
             x = x.detach().requires_grad_(True)
             terms = guidance_losses(diffusion, model, classifier, problem, cfg, x, t, lpips_fn, id_fn)
-            if not terms:
-                return torch.zeros_like(x)
             total = sum(v.sum() for v in terms.values())
             grad = torch.autograd.grad(total, x)[0]
         if not torch.isfinite(grad).all():

@@ -7,7 +7,6 @@ import os
 import warnings
 
 import torch
-import torch.nn.functional as F
 
 
 def attribute_loss(probs, target, mask, eps=1e-6):
@@ -18,7 +17,10 @@ def attribute_loss(probs, target, mask, eps=1e-6):
     :param mask: [N, A] 1 where the attribute counts (the paper counts only the edited ones).
     :return: [N].
     """
-    bce = F.binary_cross_entropy(probs.clamp(eps, 1 - eps), target, reduction="none")
+    # Written out rather than F.binary_cross_entropy, which raises on NaN: a NaN here must reach
+    # the guidance's finite check and skip the step instead.
+    p = probs.clamp(eps, 1 - eps)
+    bce = -(target * p.log() + (1 - target) * (1 - p).log())
     return (bce * mask).sum(dim=1)
 
 

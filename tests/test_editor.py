@@ -1,0 +1,311 @@
+"""The CycleDiff editor on tiny models (16 px UNet, 32 px ResNet classifier)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from guided_diffusion.script_util import create_model_and_diffusion, model_and_diffusion_defaults, save_model_config
+from optimization import attribute_editor as ae
+from optimization.guidance import EditProblem, GuidanceConfig, GuidanceWeights, guidance_losses
+from preprocess.classifier import AttributeClassifier
+
+SIZE = 16
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_config(**over):
+    c = model_and_diffusion_defaults()
+    c.update(image_size=SIZE, num_channels=16, num_res_blocks=1, channel_mult="1,2", attention_resolutions="8",
+             num_heads=2, diffusion_steps=100)
+    c.update(over)
+    return c
+
+
+def save_tiny_model(folder, scale, seed=0, **over):
+    """A perturbed tiny UNet (an untrained one outputs exactly zero) + its JSON."""
+    config = tiny_config(**over)
+    model, _ = create_model_and_diffusion(**config)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * scale)
+    path = os.path.join(folder, "diffusion.pt")
+    torch.save(model.state_dict(), path)
+    save_model_config(config, os.path.join(folder, "diffusion.json"))
+    return path
+
+
+def save_tiny_classifier(path, num_attributes=20):
+    torch.manual_seed(0)
+    clf = AttributeClassifier(arch="resnet18", num_attributes=num_attributes, input_size=32)
+    torch.save({"state_dict": clf.state_dict(), "opts": clf.opts}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("editor")
+    smooth = root / "smooth"
+    rough = root / "rough"
+    uncond = root / "uncond"
+    for d in (smooth, rough, uncond):
+        d.mkdir()
+    return dict(
+        smooth=save_tiny_model(str(smooth), scale=1e-4),
+        rough=save_tiny_model(str(rough), scale=0.05, seed=1),
+        uncond=save_tiny_model(str(uncond), scale=0.02, num_attributes=0),
+        classifier=save_tiny_classifier(str(root / "classifier.pt")),
+        classifier7=save_tiny_classifier(str(root / "classifier7.pt"), num_attributes=7),
+        root=root,
+    )
+
+
+def smooth_image(n=1, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    low = torch.rand(n, 3, 4, 4, generator=g) * 1.6 - 0.8
+    return torch.nn.functional.interpolate(low, size=(SIZE, SIZE), mode="bilinear", align_corners=False)
+
+
+def attrs(n=1, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(n, 20, generator=g) > 0.5).float()
+
+
+NO_GUIDANCE = GuidanceWeights(attribute_guidance_lambda=0, cycle_reconstruct_lambda=0, range_lambda=0)
+
+
+def test_ddim_inversion_round_trip_float64(assets):
+    editor = ae.AttributeEditor(assets["smooth"], None, device="cpu", dtype=torch.float64)
+    x, a = smooth_image(), attrs()
+    opts = ae.EditOptions(sampler="ddim", timestep_respacing="20", edit_strength=1.0, inversion="ddim",
+                          cycle_schema="none", weights=NO_GUIDANCE)
+    res = editor.edit(x, a, a, opts)
+    assert res.unet_evals == 40  # 20 inversion + 20 sampling steps, no guidance
+    assert float(ae.metrics.psnr(res.images, x.double())[0]) >= 40
+    opts.inversion_fixed_point = 2  # two refinements per inversion step: near exact
+    res = editor.edit(x, a, a, opts)
+    assert res.unet_evals == 20 * 3 + 20
+    assert float(ae.metrics.psnr(res.images, x.double())[0]) >= 60
+
+
+def test_ddpm_noise_inversion_is_exact_for_any_model(assets):
+    editor = ae.AttributeEditor(assets["rough"], None, device="cpu", dtype=torch.float64)
+    x, a = smooth_image(2), attrs(2)
+    opts = ae.EditOptions(sampler="ddpm", timestep_respacing="20", edit_strength=1.0, inversion="ddpm_noise",
+                          cycle_schema="none", weights=NO_GUIDANCE)
+    res = editor.edit(x, a, a, opts, seeds=[3, 4])
+    assert float(ae.metrics.psnr(res.images, x.double()).min()) >= 60
+    # Without the stored noise the same rough model does not reconstruct: the test can fail.
+    plain = ae.EditOptions(sampler="ddim", timestep_respacing="20", edit_strength=1.0, inversion="ddim",
+                           cycle_schema="none", weights=NO_GUIDANCE)
+    assert float(ae.metrics.psnr(editor.edit(x, a, a, plain).images, x.double()).min()) < 40
+
+
+@pytest.mark.parametrize("term,cfg", [
+    ("attribute", dict()),
+    ("preserve", dict()),
+    ("range", dict()),
+    ("cycle", dict(cycle_schema="step_to_origin")),
+    ("cycle", dict(cycle_schema="step_by_step", cycle_target="noised_origin", sampler="ddim")),
+    ("cycle", dict(cycle_schema="step_by_step", cycle_target="inversion", sampler="ddpm")),
+])
+def test_each_loss_term_descends_along_its_gradient(assets, term, cfg):
+    editor = ae.AttributeEditor(assets["rough"], assets["classifier"], device="cpu", dtype=torch.float64)
+    diffusion = editor.diffusion("10")
+    x0, a_ref = smooth_image(2, seed=5), attrs(2, seed=5)
+    a_q = ae.query_from_indices(a_ref, [9, 15])
+    t = torch.tensor([6, 6])
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(x0.shape, generator=g, dtype=torch.float64)
+    traj = {k: diffusion.q_sample(x0.double(), torch.tensor([k, k]), noise=noise) for k in range(10)}
+    problem = EditProblem(x_origin=x0.double(), a_ref=a_ref.double(), a_q=a_q.double(), origin_trajectory=traj,
+                          cycle_noise=noise)
+    weights = {n: 0.0 for n in ("attribute_guidance_lambda", "cycle_reconstruct_lambda", "range_lambda")}
+    key = {"attribute": "attribute_guidance_lambda", "preserve": "preserve_lambda", "range": "range_lambda",
+           "cycle": "cycle_reconstruct_lambda"}[term]
+    weights[key] = 1.0
+    config = GuidanceConfig(weights=GuidanceWeights(**weights), **cfg)
+    x = traj[6].clone()
+    if term == "range":
+        x = x * 3  # push x0_hat out of [-1, 1]
+
+    def loss_at(z):
+        terms = guidance_losses(diffusion, editor.model, editor.classifier, problem, config, z, t)
+        assert set(terms) == {term}
+        return terms[term].sum()
+
+    z = x.clone().requires_grad_(True)
+    loss = loss_at(z)
+    grad = torch.autograd.grad(loss, z)[0]
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+    with torch.no_grad():
+        step = 1e-3 * float(loss) / float(grad.pow(2).sum())
+        assert float(loss_at(x - step * grad)) < float(loss)
+
+
+@pytest.mark.parametrize("sampler,inversion,schema,target", [
+    ("ddim", "ddim", "step_to_origin", "noised_origin"),
+    ("ddim", "ddim", "step_by_step", "inversion"),
+    ("ddpm", "ddim", "step_by_step", "noised_origin"),
+    ("ddpm", "ddpm_noise", "step_to_origin", "inversion"),
+    ("ddpm", "ddpm_noise", "step_by_step", "inversion"),
+])
+def test_schemas_and_targets_run_under_both_samplers(assets, sampler, inversion, schema, target):
+    editor = ae.AttributeEditor(assets["rough"], assets["classifier"], device="cpu")
+    x, a = smooth_image(), attrs()
+    opts = ae.EditOptions(sampler=sampler, timestep_respacing="6", edit_strength=0.5, inversion=inversion,
+                          cycle_schema=schema, cycle_target=target)
+    res = editor.edit(x, a, ae.query_from_indices(a, [9]), opts)
+    assert torch.isfinite(res.images).all()
+    assert len(res.guidance_log) == 3 and "cycle" in res.guidance_log[0] and "attribute" in res.guidance_log[0]
+    # 3 inversion + 3 sampling + 3 x (x0_hat + cycle) guidance evaluations.
+    assert res.unet_evals == 3 + 3 + 3 * 2
+
+
+def test_guidance_changes_the_result_and_seed_fixes_it(assets):
+    editor = ae.AttributeEditor(assets["rough"], assets["classifier"], device="cpu")
+    x, a = smooth_image(), attrs()
+    q = ae.query_from_indices(a, [9])
+    opts = ae.EditOptions(timestep_respacing="6", edit_strength=0.5)
+    first = editor.edit(x, a, q, opts, seeds=[1]).images
+    again = editor.edit(x, a, q, opts, seeds=[1]).images
+    assert torch.equal(first, again)
+    unguided = ae.EditOptions(timestep_respacing="6", edit_strength=0.5, cycle_schema="none", weights=NO_GUIDANCE)
+    assert (editor.edit(x, a, q, unguided, seeds=[1]).images - first).abs().max() > 1e-4
+    plain_ddpm = ae.EditOptions(timestep_respacing="6", edit_strength=0.5, inversion="ddim")
+    assert (editor.edit(x, a, q, plain_ddpm, seeds=[1]).images
+            - editor.edit(x, a, q, plain_ddpm, seeds=[2]).images).abs().max() > 1e-4
+
+
+def test_batch_equals_one_by_one(assets):
+    editor = ae.AttributeEditor(assets["rough"], assets["classifier"], device="cpu", dtype=torch.float64)
+    x, a = smooth_image(3, seed=2), attrs(3, seed=2)
+    q = ae.query_from_indices(a, [15])
+    for opts in (ae.EditOptions(timestep_respacing="6", edit_strength=0.5),
+                 ae.EditOptions(sampler="ddim", inversion="ddim", timestep_respacing="6", edit_strength=0.5,
+                                cycle_schema="step_by_step")):
+        batch = editor.edit(x, a, q, opts, seeds=[7, 8, 9]).images
+        singles = torch.cat([editor.edit(x[i:i + 1], a[i:i + 1], q[i:i + 1], opts, seeds=[7 + i]).images
+                             for i in range(3)])
+        assert torch.allclose(batch, singles, atol=1e-8)
+
+
+def test_unconditional_model_runs_with_guidance(assets):
+    editor = ae.AttributeEditor(assets["uncond"], assets["classifier"], device="cpu")
+    assert not editor.conditional
+    x, a = smooth_image(), attrs()
+    res = editor.edit(x, a, ae.query_from_indices(a, [9]), ae.EditOptions(timestep_respacing="6", edit_strength=0.5))
+    assert torch.isfinite(res.images).all()
+
+
+def test_nan_gradient_step_is_skipped_with_warning(assets):
+    class NaNClassifier(torch.nn.Module):
+        num_attributes = 20
+
+        def forward(self, x):
+            return x.mean() * torch.full((x.shape[0], 20), float("nan"))
+
+    editor = ae.AttributeEditor(assets["rough"], None, device="cpu")
+    editor.classifier = NaNClassifier()
+    x, a = smooth_image(), attrs()
+    with pytest.warns(UserWarning, match="not finite"):
+        res = editor.edit(x, a, ae.query_from_indices(a, [9]), ae.EditOptions(timestep_respacing="6",
+                                                                              edit_strength=0.5))
+    assert torch.isfinite(res.images).all()
+
+
+def test_query_parsing_and_multi_attribute_vectors():
+    a = torch.zeros(20)
+    a[9] = 1
+    assert ae.parse_attribute_indices("9,15") == [9, 15]
+    assert ae.parse_attribute_indices("20") == []
+    assert ae.parse_attribute_indices("all") == [2, 9, 11, 12, 15, 18, 19]
+    q = ae.query_from_indices(a, [9, 15])
+    assert q[9] == 0 and q[15] == 1 and (q != a).sum() == 2
+    assert torch.equal(ae.parse_attribute_vector(",".join(["1"] * 20)), torch.ones(20))
+    for bad in ("21", "-1", "x", "9,20"):
+        with pytest.raises(ValueError):
+            ae.parse_attribute_indices(bad)
+    with pytest.raises(ValueError, match="20 comma-separated"):
+        ae.parse_attribute_vector("1,0,1")
+    with pytest.raises(ValueError, match="0 or 1"):
+        ae.parse_attribute_vector(",".join(["2"] * 20))
+    assert ae.parse_index_list("0-3,7") == [0, 1, 2, 3, 7]
+
+
+def test_image_files_any_mode_and_bad_files(tmp_path):
+    from PIL import Image
+
+    for mode in ("RGB", "RGBA", "L"):
+        p = tmp_path / f"img_{mode}.png"
+        Image.new(mode, (40, 30)).save(p)
+        x = ae.load_image_file(str(p), SIZE)
+        assert x.shape == (1, 3, SIZE, SIZE) and x.min() >= -1 and x.max() <= 1
+    with pytest.raises(FileNotFoundError, match="not found"):
+        ae.load_image_file(str(tmp_path / "missing.png"), SIZE)
+    bad = tmp_path / "corrupt.png"
+    bad.write_bytes(b"\x89PNG not really")
+    with pytest.raises(ValueError, match="cannot read image"):
+        ae.load_image_file(str(bad), SIZE)
+
+
+def test_classifier_with_other_attribute_count_is_refused(assets):
+    with pytest.raises(ValueError, match="7 attributes"):
+        ae.AttributeEditor(assets["rough"], assets["classifier7"], device="cpu")
+
+
+def test_checkpoint_not_matching_its_json_is_refused(assets, tmp_path):
+    path = save_tiny_model(str(tmp_path), scale=0.01)
+    save_model_config(tiny_config(num_channels=32), str(tmp_path / "diffusion.json"))
+    with pytest.raises(ValueError, match="does not match"):
+        ae.AttributeEditor(path, None, device="cpu")
+
+
+def _run_main(args, cwd):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "main.py"), *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_synthetic_default_inputs_render_with_their_labels():
+    from preprocess.synthetic_faces import example_face
+
+    x, a = ae.load_dataset_item("synthetic:1000", 3, 32)
+    assert x.shape == (1, 3, 32, 32) and -1 <= float(x.min()) and float(x.max()) <= 1
+    assert torch.equal(a, torch.as_tensor(example_face(1000, 3)[1], dtype=torch.float32))
+
+
+def make_dataset(folder, n=5):
+    from PIL import Image
+
+    folder.mkdir()
+    for i in range(n):
+        Image.fromarray(ae.to_uint8(smooth_image(seed=i))[0]).save(folder / f"{i:05d}.png")
+    torch.save(attrs(n), folder / "attributes.pt")
+    return folder
+
+
+def test_main_end_to_end_and_bad_input(assets, tmp_path):
+    out = tmp_path / "out"
+    data = make_dataset(tmp_path / "data")
+    common = ["--model_path", assets["smooth"], "--attribute_cpk_path", assets["classifier"],
+              "--output_path", str(out), "--timestep_respacing", "4", "--no_progress", "--dataset_dir", str(data)]
+    r = _run_main(common + ["--image_index", "3", "--attribute_index", "9,15", "--vid"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    files = sorted(os.listdir(out))
+    assert {"00003_20.png", "00003_9+15.png", "00003_9+15.gif", "00003_edit.json", "grid.png"} <= set(files)
+    summary = json.loads((out / "00003_edit.json").read_text())
+    assert [e["query"] for e in summary["edits"]] == ["20", "9+15"]
+    assert summary["edits"][1]["flipped"] == ["Eyeglasses", "Smiling"]
+    assert summary["edits"][1]["unet_evals"] > 0
+
+    bad_out = tmp_path / "bad"
+    for bad in (["--attribute_index", "21"], ["--query_attribute", "1,0"], ["--init_image", "nope.png"],
+                ["--dataset_dir", str(tmp_path / "missing")], ["--image_index", "9"]):
+        r = _run_main(["--model_path", assets["smooth"], "--attribute_cpk_path", assets["classifier"],
+                       "--output_path", str(bad_out), "--dataset_dir", str(data)] + bad, tmp_path)
+        assert r.returncode == 2 and r.stderr.startswith("error:"), (bad, r.stderr)
+        assert "Traceback" not in r.stderr
+    assert not bad_out.exists() or not os.listdir(bad_out)
