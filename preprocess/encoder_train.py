@@ -7,7 +7,10 @@ Training (the paper's command works as is):
 runs one process per local GPU (or --nprocs CPU processes with gloo) under
 DistributedDataParallel; `mpiexec -n K python preprocess/encoder_train.py ...`
 runs one rank per MPI process instead. --batch_size is the global batch, split
-evenly over the processes.
+evenly over the processes. The loss is the BCE over the attributes, by
+default with each attribute's positives weighted by its negatives/positives
+ratio (--balanced_loss), since balanced accuracy is what matters; Adam with a
+cosine learning-rate schedule.
 
 Outputs in --exp_dir: checkpoints/classifier_NNNNNN.pt (resumable: weights,
 optimizer, scheduler, step), train_log.csv, val_log.csv (per-attribute
@@ -424,6 +427,7 @@ def training_options(args):
         weight_decay=args.weight_decay,
         max_steps=args.max_steps,
         random_flip=args.random_flip,
+        balanced_loss=args.balanced_loss,
         attribute_names=attribute_names(args.num_attributes),
     )
 
@@ -453,6 +457,17 @@ def read_resume_checkpoint(path, model_opts, args):
     return checkpoint
 
 
+def balancing_pos_weight(labels):
+    """
+    Per-attribute weight of positive labels in the BCE, negatives / positives of
+    the training labels [N, A], so rare attributes count as much as common
+    ones (1 where an attribute has no positives).
+    """
+    positives = labels.sum(0)
+    negatives = len(labels) - positives
+    return torch.where(positives > 0, negatives / positives.clamp(min=1), torch.ones_like(positives))
+
+
 def cosine_schedule(max_steps):
     """LR multiplier at a step: half a cosine from 1 to 0 over max_steps."""
     return lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, max_steps) / max_steps))
@@ -480,6 +495,7 @@ def train(rank, world_size, device, args, images, attributes, resume_path):
     elif args.pretrained_weights:
         model.load_pretrained_trunk(args.pretrained_weights)
 
+    pos_weight = balancing_pos_weight(attributes[train_indices]).to(device) if args.balanced_loss else None
     trainer = _Logits(model)
     if world_size > 1:
         trainer = nn.parallel.DistributedDataParallel(trainer, device_ids=[device] if device.type == "cuda" else None)
@@ -502,7 +518,7 @@ def train(rank, world_size, device, args, images, attributes, resume_path):
         x = to_model_range(images[indices], flip).to(device)
         y = attributes[indices].to(device)
         torch.manual_seed(_stream_seed(args.seed, step, rank, 2))  # dropout of this step
-        loss = F.binary_cross_entropy_with_logits(trainer(x), y)
+        loss = F.binary_cross_entropy_with_logits(trainer(x), y, pos_weight=pos_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -777,6 +793,9 @@ def create_argparser():
     optim.add_argument("--max_steps", type=int, default=3000)
     optim.add_argument("--learning_rate", type=float, default=1e-3)
     optim.add_argument("--weight_decay", type=float, default=0.0)
+    optim.add_argument("--balanced_loss", type=str2bool, default=True,
+                       help="weight each attribute's positives by negatives/positives, so rare attributes are "
+                            "learnt early (False: the paper's plain BCE)")
     optim.add_argument("--seed", type=int, default=0, help="initialisation, data order and flips")
     optim.add_argument("--log_interval", type=int, default=10)
     optim.add_argument("--eval_interval", type=int, default=0, help="validate every N steps (0: every epoch)")

@@ -238,6 +238,19 @@ def test_accuracy_and_balanced_accuracy_on_a_hand_made_case():
     torch.testing.assert_close(balanced, torch.tensor([(2 / 3 + 1) / 2, 0.75], dtype=torch.float64))
 
 
+def test_balanced_loss_gives_positives_and_negatives_equal_total_weight():
+    labels = (torch.rand(200, NUM_ATTRIBUTES) < torch.linspace(0.02, 0.9, NUM_ATTRIBUTES)).float()
+    labels[:, 0] = 0  # an attribute nobody has
+    pos_weight = encoder_train.balancing_pos_weight(labels)
+    positives = labels.sum(0)
+    assert pos_weight[0] == 1
+    torch.testing.assert_close((pos_weight * positives)[1:], (len(labels) - positives)[1:])
+    # With it, a constant prediction's loss gradient no longer pushes rare attributes towards "absent".
+    logits = torch.zeros(200, NUM_ATTRIBUTES, requires_grad=True)
+    torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, pos_weight=pos_weight).backward()
+    torch.testing.assert_close(logits.grad.sum(0)[1:], torch.zeros(NUM_ATTRIBUTES - 1), atol=1e-6, rtol=0)
+
+
 def test_split_and_batches_are_deterministic_and_disjoint():
     train, val = encoder_train.split_indices(100, 0.2, split_seed=3)
     assert len(val) == 20 and len(train) == 80
