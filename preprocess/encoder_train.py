@@ -189,7 +189,9 @@ def load_labelled_images(data_dir, num_attributes, num_workers=2, progress=True)
     def load(index):
         array = _read_image(paths[index])
         if array.shape != first.shape:
-            raise ValueError(f"{paths[index]}: size {array.shape[1]}x{array.shape[0]}, expected {first.shape[1]}x{first.shape[0]}")
+            raise ValueError(
+                f"{paths[index]}: size {array.shape[1]}x{array.shape[0]}, expected {first.shape[1]}x{first.shape[0]}"
+            )
         images[index] = torch.from_numpy(array).permute(2, 0, 1)
 
     # PIL releases the GIL while decoding, so threads decode in parallel.
@@ -358,9 +360,10 @@ class TrainingLog:
 
         fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
         if self.train_rows:
-            ax_loss.plot([int(r["step"]) for r in self.train_rows], [float(r["loss"]) for r in self.train_rows], label="train")
+            train_steps = [int(r["step"]) for r in self.train_rows]
+            ax_loss.plot(train_steps, [float(r["loss"]) for r in self.train_rows], label="train (loss optimised)")
         val_steps = [int(r["step"]) for r in self.val_rows]
-        ax_loss.plot(val_steps, [float(r["val_loss"]) for r in self.val_rows], "o-", label="validation")
+        ax_loss.plot(val_steps, [float(r["val_loss"]) for r in self.val_rows], "o-", label="validation (plain BCE)")
         ax_loss.set(xlabel="step", ylabel="BCE per attribute", yscale="log", title="loss")
         ax_loss.legend()
         for key, label in (
