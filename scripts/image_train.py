@@ -52,6 +52,11 @@ def train(args):
     logger.log(f"arguments: {vars(args)}")
     th.manual_seed(args.seed)
 
+    model_config = args_to_dict(args, model_and_diffusion_defaults().keys())
+    model, diffusion = create_model_and_diffusion(**model_config)
+    model.to(dist_util.dev())
+    schedule_sampler = create_named_schedule_sampler(args.schedule_sampler, diffusion)
+
     resume = dist_util.rank0_result(lambda: find_resume_checkpoint(args.resume_checkpoint, args.log_dir))
     start_step = parse_resume_step_from_filename(resume) if resume else 0
     data = _collectively(
@@ -67,11 +72,6 @@ def train(args):
             start_batch=start_step,  # a resumed run sees the batches an uninterrupted one would
         )
     )
-
-    model_config = args_to_dict(args, model_and_diffusion_defaults().keys())
-    model, diffusion = create_model_and_diffusion(**model_config)
-    model.to(dist_util.dev())
-    schedule_sampler = create_named_schedule_sampler(args.schedule_sampler, diffusion)
 
     logger.log("training...")
     TrainLoop(
