@@ -42,11 +42,18 @@ ARCHITECTURES = {
     "resnet34": torchvision.models.resnet34,
     "resnet50": torchvision.models.resnet50,
 }
+# "<arch>_3stage": the same trunk without its last stage (layer4 holds 3/4 of resnet18's weights
+# but, at 64 px, sees only a 2x2 map): small enough to ship two classifiers in the 40 MB budget.
+THREE_STAGE_SUFFIX = "_3stage"
+ARCHITECTURES.update({name + THREE_STAGE_SUFFIX: builder for name, builder in list(ARCHITECTURES.items())})
 # Blocks per stage and block type identify the architecture from its weights.
 _ARCH_SIGNATURES = {
     ((2, 2, 2, 2), False): "resnet18",
     ((3, 4, 6, 3), False): "resnet34",
     ((3, 4, 6, 3), True): "resnet50",
+    ((2, 2, 2, 0), False): "resnet18_3stage",
+    ((3, 4, 6, 0), False): "resnet34_3stage",
+    ((3, 4, 6, 0), True): "resnet50_3stage",
 }
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -76,7 +83,11 @@ class ResNetTrunk(nn.Module):
         if arch not in ARCHITECTURES:
             raise ValueError(f"unknown arch {arch!r}; choose one of {sorted(ARCHITECTURES)}")
         self.model = ARCHITECTURES[arch](weights=None)
-        self.model.fc = nn.Linear(self.model.fc.in_features, feature_dim)
+        in_features = self.model.fc.in_features
+        if arch.endswith(THREE_STAGE_SUFFIX):
+            in_features //= 2  # layer4 doubles the width in every torchvision ResNet
+            self.model.layer4 = nn.Identity()
+        self.model.fc = nn.Linear(in_features, feature_dim)
 
     def forward(self, x):
         """x: normalised images [N, 3, S, S] -> features [N, feature_dim]."""

@@ -387,3 +387,16 @@ def test_the_papers_command_runs_the_file_and_fails_cleanly(tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert result.stderr.strip() == f"error: dataset directory not found: {tmp_path / 'absent'}"
+
+
+def test_three_stage_trunks_are_smaller_and_recognised_from_weights(tmp_path):
+    for arch, full in (("resnet18_3stage", "resnet18"), ("resnet34_3stage", "resnet34")):
+        small = AttributeClassifier(arch=arch, input_size=32)
+        big = AttributeClassifier(arch=full, input_size=32)
+        assert sum(p.numel() for p in small.parameters()) < 0.8 * sum(p.numel() for p in big.parameters())
+        path = tmp_path / f"{arch}.pt"
+        torch.save({"state_dict": small.state_dict(), "opts": small.opts}, path)
+        loaded = load_classifier(str(path))
+        assert loaded.opts["arch"] == arch
+        x = torch.rand(2, 3, 32, 32) * 2 - 1
+        assert torch.equal(loaded(x), small.eval()(x))
