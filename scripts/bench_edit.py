@@ -1,0 +1,109 @@
+"""
+Seconds and UNet evaluations per edit, for each preset and resolution.
+
+With --model_path (default: the shipped checkpoint when present) the real model and classifier
+are timed; otherwise a randomly initialised model of the given config is built for each
+--resolutions entry (speed does not depend on the weights).
+
+    python scripts/bench_edit.py                                  # shipped models, both presets
+    python scripts/bench_edit.py --random --resolutions 64,128    # random models of the default config
+"""
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from guided_diffusion.script_util import (  # noqa: E402
+    create_model_and_diffusion,
+    model_and_diffusion_defaults,
+    save_model_config,
+)
+from optimization.arguments import DEFAULT_CLASSIFIER_PATH, DEFAULT_MODEL_PATH, PRESETS, build_parser  # noqa: E402
+from optimization.attribute_editor import AttributeEditor, EditOptions, query_from_indices  # noqa: E402
+from preprocess.classifier import AttributeClassifier  # noqa: E402
+
+# The embedded default's model config, used for --random runs.
+RANDOM_CONFIG = dict(num_channels=32, channel_mult="1,2,2,2", num_res_blocks=1, attention_resolutions="16,8",
+                     num_heads=4)
+
+
+def random_checkpoint(folder, image_size):
+    """Write a random-weight model (+ JSON) and classifier of the default config; return their paths."""
+    config = model_and_diffusion_defaults()
+    config.update(RANDOM_CONFIG, image_size=image_size)
+    model, _ = create_model_and_diffusion(**config)
+    model_path = os.path.join(folder, f"diffusion{image_size}.pt")
+    torch.save(model.state_dict(), model_path)
+    save_model_config(config, os.path.splitext(model_path)[0] + ".json")
+    clf = AttributeClassifier(arch="resnet18_3stage", input_size=64)
+    clf_path = os.path.join(folder, "classifier.pt")
+    torch.save({"state_dict": clf.state_dict(), "opts": clf.opts}, clf_path)
+    return model_path, clf_path
+
+
+def time_preset(editor, preset, repeats, paper_steps):
+    args = build_parser().parse_args(["--preset", preset])
+    for key, value in PRESETS[preset].items():
+        setattr(args, key, value)
+    if preset == "paper" and paper_steps:
+        args.timestep_respacing = str(paper_steps)
+    opts = EditOptions.from_args(args)
+    if editor.lpips_fn is None:
+        opts.weights.lpips_sim_lambda = 0.0
+    opts.weights.id_lambda = 0.0
+    s = editor.image_size
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 3, s, s, generator=g) * 2 - 1
+    a = (torch.rand(1, 20, generator=g) > 0.5).float()
+    q = query_from_indices(a, [9])
+    editor.edit(x, a, q, opts)  # warm-up
+    times, evals = [], []
+    for r in range(repeats):
+        start = time.perf_counter()
+        res = editor.edit(x, a, q, opts, seeds=[r])
+        times.append(time.perf_counter() - start)
+        evals.append(res.unet_evals)
+    return sum(times) / len(times), evals[0], opts
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model_path", default=DEFAULT_MODEL_PATH)
+    p.add_argument("--classifier_path", default=DEFAULT_CLASSIFIER_PATH)
+    p.add_argument("--random", action="store_true", help="time random-weight models of the default config")
+    p.add_argument("--resolutions", default="64", help="with --random: comma list of image sizes")
+    p.add_argument("--presets", default="fast,paper")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--paper_steps", type=int, default=0,
+                   help="time the paper preset with this many steps instead of 1000 (0: all 1000)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    use_random = args.random or not os.path.isfile(args.model_path)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{'random-weight models' if use_random else args.model_path}")
+    print(f"{'preset':8s} {'res':>4s} {'steps':>6s} {'sampler':>8s} {'inversion':>10s} {'s/edit':>8s} {'UNet evals':>11s}")
+    with tempfile.TemporaryDirectory() as tmp:
+        sizes = [int(s) for s in args.resolutions.split(",")] if use_random else [None]
+        for size in sizes:
+            if use_random:
+                model_path, clf_path = random_checkpoint(tmp, size)
+            else:
+                model_path, clf_path = args.model_path, args.classifier_path
+            editor = AttributeEditor(model_path, clf_path, device="cpu")
+            for preset in args.presets.split(","):
+                seconds, evals, opts = time_preset(editor, preset, args.repeats, args.paper_steps)
+                steps = opts.timestep_respacing or "1000"
+                print(f"{preset:8s} {editor.image_size:4d} {steps:>6s} {opts.sampler:>8s} {opts.inversion:>10s} "
+                      f"{seconds:8.2f} {evals:11d}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
