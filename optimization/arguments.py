@@ -98,9 +98,10 @@ def build_parser():
                    help="fraction of the (respaced) trajectory inverted and re-sampled, in (0, 1]")
     g.add_argument("--skip_timesteps", type=int, default=None,
                    help="the paper's form of --edit_strength: respaced steps left out at the noisy end")
-    g.add_argument("--inversion", choices=["ddim", "ddpm_noise"], default=None,
+    g.add_argument("--inversion", choices=["ddim", "ddpm_noise", "sdedit"], default=None,
                    help="ddim: the paper's deterministic inversion; ddpm_noise: edit-friendly DDPM "
-                        "inversion, exact by construction (needs --sampler ddpm)")
+                        "inversion, exact by construction (needs --sampler ddpm); sdedit: just noise "
+                        "the input (a baseline)")
     g.add_argument("--inversion_fixed_point", type=int, default=0,
                    help="fixed-point refinements per DDIM inversion step (each one UNet evaluation; "
                         "makes the DDIM round trip near exact)")

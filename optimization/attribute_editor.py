@@ -136,6 +136,11 @@ def save_png(array, path):
 
 # --------------------------------------------------------------------------- the editor
 
+# ddim: deterministic DDIM inversion (the paper's); ddpm_noise: edit-friendly DDPM inversion (exact);
+# sdedit: no inversion, the input noised to the start level with fresh noise (SDEdit, a baseline).
+INVERSIONS = ("ddim", "ddpm_noise", "sdedit")
+
+
 @dataclass
 class EditOptions:
     """How to edit (see `optimization.arguments.PRESETS` for the presets' values)."""
@@ -152,8 +157,8 @@ class EditOptions:
     weights: GuidanceWeights = field(default_factory=GuidanceWeights)
 
     def __post_init__(self):
-        if self.inversion not in ("ddim", "ddpm_noise"):
-            raise ValueError(f"inversion must be 'ddim' or 'ddpm_noise'; got {self.inversion!r}")
+        if self.inversion not in INVERSIONS:
+            raise ValueError(f"inversion must be one of {', '.join(INVERSIONS)}; got {self.inversion!r}")
         if self.inversion == "ddpm_noise" and self.sampler != "ddpm":
             raise ValueError("inversion 'ddpm_noise' stores DDPM noise: it needs sampler 'ddpm'")
         if self.skip_timesteps is None and not 0 < self.edit_strength <= 1:
@@ -294,6 +299,11 @@ class AttributeEditor:
                     device=self.device, progress=progress, num_steps=k,
                     fixed_point_iterations=opts.inversion_fixed_point):
                 trajectory[int(out["t"][0])] = out["sample"]
+            x_t = trajectory[k - 1]
+        elif opts.inversion == "sdedit":
+            noise = _per_sample_noise([s + 7919 for s in seeds], shape, self.device, self.dtype)
+            trajectory = {t: diffusion.q_sample(x, torch.full((n,), t, device=self.device), noise=noise)
+                          for t in range(k)}
             x_t = trajectory[k - 1]
         else:
             noises = [_per_sample_noise([s + 7919 * (j + 1) for s in seeds], shape, self.device, self.dtype)
