@@ -17,37 +17,26 @@ SYNTHETIC_PREFIX = "synthetic"
 DEFAULT_DATASET = f"{SYNTHETIC_PREFIX}:1000"
 
 # Options each preset sets (flags given on the command line override them).
+# The paper: 1000 DDPM steps from a full DDIM inversion, step-to-origin, the paper's lambdas.
+_PAPER = dict(
+    sampler="ddpm",
+    timestep_respacing="",
+    edit_strength=1.0,
+    inversion="ddim",
+    cycle_schema="step_to_origin",
+    cycle_target="noised_origin",
+    attribute_guidance_lambda=50.0,
+    cycle_reconstruct_lambda=1000.0,
+    range_lambda=50.0,
+    lpips_sim_lambda=750.0,
+    id_lambda=500.0,
+    preserve_lambda=0.0,
+)
 PRESETS = {
-    # The paper: 1000 DDPM steps from a full DDIM inversion, step-to-origin, the paper's lambdas.
-    "paper": dict(
-        sampler="ddpm",
-        timestep_respacing="",
-        edit_strength=1.0,
-        inversion="ddim",
-        cycle_schema="step_to_origin",
-        cycle_target="noised_origin",
-        attribute_guidance_lambda=50.0,
-        cycle_reconstruct_lambda=1000.0,
-        range_lambda=50.0,
-        lpips_sim_lambda=750.0,
-        id_lambda=500.0,
-        preserve_lambda=0.0,
-    ),
+    "paper": _PAPER,
     # Few respaced DDPM steps from the exact edit-friendly inversion: seconds on a CPU.
-    "fast": dict(
-        sampler="ddpm",
-        timestep_respacing="25",
-        edit_strength=0.6,
-        inversion="ddpm_noise",
-        cycle_schema="step_to_origin",
-        cycle_target="inversion",
-        attribute_guidance_lambda=50.0,
-        cycle_reconstruct_lambda=1000.0,
-        range_lambda=50.0,
-        lpips_sim_lambda=0.0,
-        id_lambda=0.0,
-        preserve_lambda=0.0,
-    ),
+    "fast": {**_PAPER, **dict(timestep_respacing="25", edit_strength=0.6, inversion="ddpm_noise",
+                              cycle_target="inversion", lpips_sim_lambda=0.0, id_lambda=0.0)},
 }
 DEFAULT_PRESET = "fast"
 
