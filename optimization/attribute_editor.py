@@ -174,6 +174,18 @@ class EditOptions:
                    cycle_schema=args.cycle_schema,
                    cycle_target=args.cycle_target, blend_x0=args.blend_x0, weights=weights)
 
+    @classmethod
+    def from_preset(cls, preset, **overrides):
+        """The options of `preset` ('fast' or 'paper'), with `overrides` (any editor flag) applied."""
+        from .arguments import PRESETS, build_parser
+
+        args = build_parser().parse_args(["--preset", preset])
+        for key, value in {**PRESETS[preset], **overrides}.items():
+            if not hasattr(args, key):
+                raise ValueError(f"unknown editor option {key!r}")
+            setattr(args, key, value)
+        return cls.from_args(args)
+
     def num_steps(self, total):
         """How many steps of a `total`-step (respaced) chain the edit inverts and re-samples."""
         if self.skip_timesteps is not None:

@@ -23,7 +23,7 @@ from guided_diffusion.script_util import (  # noqa: E402
     model_and_diffusion_defaults,
     save_model_config,
 )
-from optimization.arguments import DEFAULT_CLASSIFIER_PATH, DEFAULT_MODEL_PATH, PRESETS, build_parser  # noqa: E402
+from optimization.arguments import DEFAULT_CLASSIFIER_PATH, DEFAULT_MODEL_PATH  # noqa: E402
 from optimization.attribute_editor import AttributeEditor, EditOptions, query_from_indices  # noqa: E402
 from preprocess.classifier import AttributeClassifier  # noqa: E402
 
@@ -47,15 +47,10 @@ def random_checkpoint(folder, image_size):
 
 
 def time_preset(editor, preset, repeats, paper_steps):
-    args = build_parser().parse_args(["--preset", preset])
-    for key, value in PRESETS[preset].items():
-        setattr(args, key, value)
+    overrides = dict(lpips_sim_lambda=0.0, id_lambda=0.0)  # LPIPS / ArcFace need weights not on disk
     if preset == "paper" and paper_steps:
-        args.timestep_respacing = str(paper_steps)
-    opts = EditOptions.from_args(args)
-    if editor.lpips_fn is None:
-        opts.weights.lpips_sim_lambda = 0.0
-    opts.weights.id_lambda = 0.0
+        overrides["timestep_respacing"] = str(paper_steps)
+    opts = EditOptions.from_preset(preset, **overrides)
     s = editor.image_size
     g = torch.Generator().manual_seed(0)
     x = torch.rand(1, 3, s, s, generator=g) * 2 - 1

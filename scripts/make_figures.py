@@ -1,0 +1,128 @@
+"""
+Regenerate the README's editing figures with the shipped models (the paper's figures, redone on
+the synthetic faces of a held-out seed):
+
+    images/editing_all_attributes.png   one identity x the 7 editable attributes (+ reconstruction)
+    images/editing_identities.png       8 identities, each edited by one attribute
+    images/cycle_schemas.png            step-to-origin vs step-by-step on the same inputs
+    images/reconstruction.png           inputs vs DDIM-inversion and edit-friendly reconstructions
+
+    python scripts/make_figures.py [--preset fast] [--out_dir images]
+"""
+import argparse
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from optimization.arguments import DEFAULT_CLASSIFIER_PATH, DEFAULT_MODEL_PATH, PRESETS  # noqa: E402
+from optimization.attribute_editor import (  # noqa: E402
+    AttributeEditor,
+    EditOptions,
+    load_dataset_item,
+    query_from_indices,
+    to_uint8,
+)
+from optimization.visualization import labelled_grid, save_image_atomic  # noqa: E402
+from preprocess.attributes import ATTRIBUTE_SHORT_NAMES, EDITABLE_ATTRIBUTES  # noqa: E402
+
+HELD_OUT = "synthetic:1000"
+
+
+def options(preset, **overrides):
+    # No LPIPS / ArcFace weights ship with the embedded default.
+    return EditOptions.from_preset(preset, lpips_sim_lambda=0.0, id_lambda=0.0, **overrides)
+
+
+def caption(a_ref, indices):
+    return "\n".join(f"{'+' if a_ref[i] < 0.5 else '-'}{ATTRIBUTE_SHORT_NAMES[i]}" for i in indices) or "recon."
+
+
+def edit_rows(editor, items, opts, seed):
+    """items: list of (image [1,3,S,S], a_ref [20], flipped indices) -> edited uint8 images."""
+    x = torch.cat([it[0] for it in items])
+    a_ref = torch.stack([it[1] for it in items])
+    a_q = torch.stack([query_from_indices(it[1], it[2]) for it in items])
+    return list(to_uint8(editor.edit(x, a_ref, a_q, opts, seeds=[seed], progress=True).images))
+
+
+def figure_all_attributes(editor, opts, index, seed):
+    x, a = load_dataset_item(HELD_OUT, index, editor.image_size)
+    groups = [[]] + [[k] for k in EDITABLE_ATTRIBUTES]
+    edited = edit_rows(editor, [(x, a, g) for g in groups], opts, seed)
+    return labelled_grid([[to_uint8(x)[0]] + edited], [["input"] + [caption(a, g) for g in groups]])
+
+
+def figure_identities(editor, opts, indices, seed):
+    items, captions = [], []
+    for i, index in enumerate(indices):
+        x, a = load_dataset_item(HELD_OUT, index, editor.image_size)
+        k = EDITABLE_ATTRIBUTES[i % len(EDITABLE_ATTRIBUTES)]
+        items.append((x, a, [k]))
+        captions.append(caption(a, [k]))
+    edited = edit_rows(editor, items, opts, seed)
+    return labelled_grid([[to_uint8(it[0])[0] for it in items], edited],
+                         [[f"input {i}" for i in indices], captions], row_titles=["input", "edit"])
+
+
+def figure_schemas(editor, preset, indices, seed):
+    items = []
+    for i, index in enumerate(indices):
+        x, a = load_dataset_item(HELD_OUT, index, editor.image_size)
+        items.append((x, a, [EDITABLE_ATTRIBUTES[(i + 3) % len(EDITABLE_ATTRIBUTES)]]))
+    rows = [[to_uint8(it[0])[0] for it in items]]
+    titles = ["input"]
+    for schema, target in (("step_to_origin", "noised_origin"), ("step_by_step", "noised_origin"),
+                           ("step_by_step", "inversion")):
+        opts = options(preset, cycle_schema=schema, cycle_target=target)
+        rows.append(edit_rows(editor, items, opts, seed))
+        titles.append(schema.replace("_", "-") + ("" if schema == "step_to_origin" else f"\n({target})"))
+    captions = [[caption(it[1], it[2]) for it in items]] + [[""] * len(items)] * 3
+    return labelled_grid(rows, captions, row_titles=titles)
+
+
+def figure_reconstruction(editor, indices, seed):
+    items = [(*load_dataset_item(HELD_OUT, index, editor.image_size), []) for index in indices]
+    rows = [[to_uint8(it[0])[0] for it in items]]
+    titles = ["input"]
+    for name, overrides in (("DDIM inversion", dict(sampler="ddim", inversion="ddim", edit_strength=1.0)),
+                            ("edit-friendly", dict(inversion="ddpm_noise", edit_strength=1.0))):
+        rows.append(edit_rows(editor, items, options("fast", **overrides), seed))
+        titles.append(name)
+    return labelled_grid(rows, row_titles=titles)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model_path", default=DEFAULT_MODEL_PATH)
+    p.add_argument("--classifier_path", default=DEFAULT_CLASSIFIER_PATH)
+    p.add_argument("--preset", default="fast", choices=sorted(PRESETS))
+    p.add_argument("--out_dir", default="images")
+    p.add_argument("--index", type=int, default=0, help="held-out identity of the all-attributes figure")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    try:
+        editor = AttributeEditor(args.model_path, args.classifier_path, device="cpu")
+        os.makedirs(args.out_dir, exist_ok=True)
+        opts = options(args.preset)
+        indices = list(range(8))
+        figures = {
+            "editing_all_attributes.png": lambda: figure_all_attributes(editor, opts, args.index, args.seed),
+            "editing_identities.png": lambda: figure_identities(editor, opts, indices, args.seed),
+            "cycle_schemas.png": lambda: figure_schemas(editor, args.preset, indices[:6], args.seed),
+            "reconstruction.png": lambda: figure_reconstruction(editor, indices, args.seed),
+        }
+        for name, make in figures.items():
+            path = os.path.join(args.out_dir, name)
+            save_image_atomic(make(), path)
+            print(f"wrote {path}")
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
