@@ -8,8 +8,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-# Two cores: keep each test process from oversubscribing them.
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# Tiny test models gain nothing from intra-op threads, and a second thread only adds contention
+# with the subprocesses (mpiexec ranks, CLIs) some tests start.
+torch.set_num_threads(1)
 
 
 @pytest.fixture
