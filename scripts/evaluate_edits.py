@@ -1,0 +1,478 @@
+"""Edit-evaluation benchmark: every method of `optimization.evaluation.METHODS` on the same models
+and inputs (DESIGN §5).
+
+Synthetic faces (default): identities 0..N-1 of --synthetic_seed (held out: training used seed 0),
+each --attributes entry flipped in the direction that changes it for that identity. The identity
+rendered under the query attributes is the ground truth. Measures: success and preservation read
+by the evaluation classifier, PSNR / L1 to the ground truth, L1 outside the attribute's mask,
+seconds and UNet evaluations.
+
+Real data (--dataset_dir, DESIGN §4 layout): the paper's measures — accuracy of the edits by the
+classifier (the evaluation classifier when there is one, else the guidance one) and L1 to the input
+(attribute 20 = reconstruction) — plus LPIPS when the `lpips` package and AlexNet weights are on
+disk, and FID with --inception_weights.
+
+    python scripts/evaluate_edits.py --num_identities 50 --paper_steps 100
+    mpiexec -n 2 python scripts/evaluate_edits.py --num_identities 50     # shards edits; rank 0 merges
+    python scripts/evaluate_edits.py --dataset_dir data/celebahq256 --num_identities 200 \\
+        --inception_weights inception_v3_google-0cc3c7bd.pth
+
+Outputs in --output_dir: results.csv (one row per edit), results.md (tables), summary.png,
+grid_<method>.png, images/<method>/<index>_<attribute>.png, and the bookkeeping that lets a killed
+run resume: run.json (the settings the rows depend on) and partial_rank<R>.csv (rows as they finish).
+Rerun the same command to continue; finished edits are not redone.
+"""
+import argparse
+import csv
+import functools
+import json
+import os
+import sys
+
+import torch
+from tqdm import tqdm
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from optimization import evaluation as ev  # noqa: E402
+from optimization.arguments import DEFAULT_CLASSIFIER_PATH, DEFAULT_MODEL_PATH, REPO_ROOT  # noqa: E402
+from optimization.attribute_editor import (  # noqa: E402
+    AttributeEditor,
+    load_dataset_item,
+    query_from_indices,
+    save_png,
+    to_tensor,
+    to_uint8,
+)
+from optimization.losses import load_lpips  # noqa: E402
+from optimization.visualization import save_image_atomic  # noqa: E402
+from preprocess.attributes import ATTRIBUTE_NAMES, EDITABLE_ATTRIBUTES, RECONSTRUCTION_INDEX  # noqa: E402
+from preprocess.classifier import load_classifier  # noqa: E402
+from preprocess.synthetic_faces import MIN_IMAGE_SIZE, attribute_mask, example_face, render  # noqa: E402
+
+DEFAULT_EVAL_CLASSIFIER_PATH = os.path.join(REPO_ROOT, "checkpoints", "eval_classifier.pt")
+DEFAULT_SYNTHETIC_IDENTITIES = 50
+MPI_ENVIRONMENT = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS")
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("models")
+    g.add_argument("--model_path", default=DEFAULT_MODEL_PATH, help="diffusion checkpoint (JSON beside it)")
+    g.add_argument("--classifier_path", default=DEFAULT_CLASSIFIER_PATH, help="guidance classifier")
+    g.add_argument("--eval_classifier_path", default=None,
+                   help=f"evaluation classifier (default: {os.path.relpath(DEFAULT_EVAL_CLASSIFIER_PATH, REPO_ROOT)}; "
+                        "on --dataset_dir the guidance classifier stands in when the default is absent)")
+    g.add_argument("--ir_se50_weights", default=None, help="ArcFace weights: the paper preset's identity loss")
+    g.add_argument("--inception_weights", default=None,
+                   help="torchvision inception_v3 state dict: adds FID (edited vs input images) per method")
+    g.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    g = p.add_argument_group("inputs")
+    g.add_argument("--synthetic_seed", type=int, default=1000,
+                   help="synthetic identities of this seed (training used 0)")
+    g.add_argument("--dataset_dir", default=None, help="evaluate on this labelled dataset instead of synthetic faces")
+    g.add_argument("--num_identities", type=int, default=None,
+                   help=f"synthetic identities 0..N-1 (default {DEFAULT_SYNTHETIC_IDENTITIES}), or the first N "
+                        "images of --dataset_dir (default: all)")
+    g.add_argument("--attributes", default=None,
+                   help="comma list of attribute indices, each flipped alone; 20 = reconstruction "
+                        f"(default: {','.join(map(str, EDITABLE_ATTRIBUTES))}, plus 20 on --dataset_dir)")
+    g = p.add_argument_group("methods")
+    g.add_argument("--methods", default="all", help=f"comma list of: {', '.join(ev.METHODS)}")
+    g.add_argument("--paper_steps", type=int, default=None,
+                   help="run the paper preset on a respaced N-step chain instead of the model's full one "
+                        "(1000 steps is hours per edit on a CPU)")
+    g.add_argument("--steps", type=int, default=None, help="run every method on a respaced N-step chain (smoke runs)")
+    g = p.add_argument_group("run")
+    g.add_argument("--output_dir", default="evaluation")
+    g.add_argument("--batch_size", type=int, default=8, help="edits of one method run together")
+    g.add_argument("--seed", type=int, default=0, help="edit of input i, attribute k uses seed + 1000 i + k")
+    g.add_argument("--grid_rows", type=int, default=6, help="edits shown in each method's sample grid")
+    g.add_argument("--threads", type=int, default=0,
+                   help="torch threads per process (0: torch's default; under mpiexec, cores / processes)")
+    g.add_argument("--max_edits", type=int, default=None,
+                   help="stop after this many new edits per process (a partial run; rerun to continue)")
+    return p
+
+
+def mpi_world():
+    """(comm, rank, size) under mpiexec (detected as optimization.attribute_editor does), else (None, 0, 1)."""
+    if not any(k in os.environ for k in MPI_ENVIRONMENT):
+        return None, 0, 1
+    from mpi4py import MPI
+
+    return MPI.COMM_WORLD, MPI.COMM_WORLD.Get_rank(), MPI.COMM_WORLD.Get_size()
+
+
+def parse_attributes(text, real):
+    """'2,9,20' -> [2, 9, 20]; None -> the editable attributes (+ reconstruction on real data)."""
+    if text is None:
+        return list(EDITABLE_ATTRIBUTES) + ([RECONSTRUCTION_INDEX] if real else [])
+    try:
+        values = [int(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"--attributes must be a comma list of integers 0-{RECONSTRUCTION_INDEX}; got {text!r}")
+    if not values:
+        raise ValueError("--attributes is empty")
+    for v in values:
+        if not 0 <= v <= RECONSTRUCTION_INDEX:
+            raise ValueError(f"attribute index {v} out of range 0-{RECONSTRUCTION_INDEX} "
+                             f"(0-{RECONSTRUCTION_INDEX - 1} flip one attribute, {RECONSTRUCTION_INDEX} reconstructs)")
+    if len(set(values)) != len(values):
+        raise ValueError(f"attribute listed twice in --attributes {text!r}")
+    return values
+
+
+def require_file(path, flag):
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{flag} not found: {path}")
+    return path
+
+
+# --------------------------------------------------------------------------- inputs
+
+@functools.lru_cache(maxsize=64)
+def _render(seed, index, attributes, image_size):
+    identity, _ = example_face(seed, index)
+    return to_tensor(render(identity, list(attributes), image_size))
+
+
+@functools.lru_cache(maxsize=16)
+def _load_image(directory, index, image_size):
+    return load_dataset_item(directory, index, image_size)[0]
+
+
+class SyntheticFaces:
+    """Identities 0..count-1 of `seed`: inputs [1, 3, S, S], labels [20], counterfactuals, masks."""
+
+    item_column = "identity"
+
+    def __init__(self, seed, count, image_size):
+        if image_size < MIN_IMAGE_SIZE:
+            raise ValueError(f"the synthetic renderer needs image_size >= {MIN_IMAGE_SIZE}; the model is {image_size} px")
+        self.seed, self.image_size = seed, image_size
+        self.indices = list(range(count))
+
+    def labels(self, index):
+        return torch.as_tensor(example_face(self.seed, index)[1], dtype=torch.float32)
+
+    def image(self, index):
+        return self.ground_truth(index, self.labels(index))
+
+    def ground_truth(self, index, a_q):
+        return _render(self.seed, index, tuple(int(v) for v in a_q), self.image_size)
+
+    def allowed_mask(self, index, attribute):
+        """[1, S, S] bool: the pixels flipping `attribute` may change (none for a reconstruction)."""
+        if attribute == RECONSTRUCTION_INDEX:
+            return torch.zeros(1, self.image_size, self.image_size, dtype=torch.bool)
+        identity, _ = example_face(self.seed, index)
+        return torch.from_numpy(attribute_mask(identity, attribute, self.image_size))[None]
+
+    def describe(self):
+        return (f"synthetic faces: identities 0-{len(self.indices) - 1} of seed {self.seed} (held out; training "
+                f"used seed 0), {self.image_size}x{self.image_size} px")
+
+
+class LabelledDataset:
+    """The first `count` images of a DESIGN §4 dataset directory and their attributes.pt labels."""
+
+    item_column = "image"
+
+    def __init__(self, directory, count, image_size):
+        if not os.path.isdir(directory):
+            raise FileNotFoundError(f"dataset directory not found: {directory}")
+        path = require_file(os.path.join(directory, "attributes.pt"), "labels (attributes.pt of --dataset_dir)")
+        try:
+            table = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # torch raises many types for unreadable files
+            raise ValueError(f"cannot read {path}: {type(err).__name__}: {err}") from None
+        if not isinstance(table, torch.Tensor) or table.dim() != 2 or table.shape[1] != len(ATTRIBUTE_NAMES):
+            raise ValueError(f"{path} must hold a tensor [N, {len(ATTRIBUTE_NAMES)}]")
+        if count is not None and count > len(table):
+            raise ValueError(f"--num_identities {count} but {directory} has {len(table)} labelled images")
+        self.directory, self.image_size, self.table = directory, image_size, table.float()
+        self.indices = list(range(len(table) if count is None else count))
+
+    def labels(self, index):
+        return self.table[index]
+
+    def image(self, index):
+        return _load_image(self.directory, index, self.image_size)
+
+    def describe(self):
+        return f"dataset {self.directory}: images 0-{len(self.indices) - 1}, resized to {self.image_size} px"
+
+
+# --------------------------------------------------------------------------- bookkeeping
+
+def check_run_config(path, config, may_write):
+    """Refuse to mix rows of runs whose results would differ; the first process records the settings."""
+    if os.path.isfile(path):
+        with open(path) as f:
+            recorded = json.load(f)
+        changed = [f"{k}: {recorded.get(k)!r} -> {v!r}" for k, v in config.items() if recorded.get(k) != v]
+        if changed:
+            raise ValueError(f"{os.path.dirname(path) or '.'} holds a run with other settings ({'; '.join(changed)}); "
+                             "use a new --output_dir")
+    elif may_write:
+        ev.write_text_atomic(path, json.dumps(config, indent=2) + "\n")
+
+
+def partial_path(output_dir, rank):
+    return os.path.join(output_dir, f"partial_rank{rank}.csv")
+
+
+def finished_rows(output_dir, columns):
+    """Every complete row any process of any earlier run wrote, first copy of each edit."""
+    rows = {}
+    for name in sorted(os.listdir(output_dir)):
+        if name.startswith("partial_rank") and name.endswith(".csv"):
+            for r in ev.read_rows(os.path.join(output_dir, name), columns):
+                rows.setdefault(ev.row_key(r, columns), r)
+    return rows
+
+
+def edit_image_path(output_dir, method, index, attribute):
+    return os.path.join(output_dir, "images", method, f"{index:05d}_{attribute:02d}.png")
+
+
+# --------------------------------------------------------------------------- the run
+
+def run_edits(args, editor, eval_classifier, source, options, todo, columns, lpips_fn, rank, world):
+    """Edit `todo` [(method, index, attribute)] in batches of one method; append each row as it finishes."""
+    path = partial_path(args.output_dir, rank)
+    ev.write_rows_atomic(path, ev.read_rows(path, columns), columns)  # drops a line cut by a kill
+    batches = []
+    for item in todo:
+        if batches and batches[-1][0][0] == item[0] and len(batches[-1]) < args.batch_size:
+            batches[-1].append(item)
+        else:
+            batches.append([item])
+    with open(path, "a", newline="") as f, tqdm(total=len(todo), unit="edit", disable=None,
+                                                 desc=f"rank {rank}" if world > 1 else "edits") as bar:
+        writer = csv.writer(f, lineterminator="\n")
+        for batch in batches:
+            method = batch[0][0]
+            x = torch.cat([source.image(i) for _, i, _ in batch])
+            a_ref = torch.stack([source.labels(i) for _, i, _ in batch])
+            a_q = torch.stack([query_from_indices(a_ref[j], [k] if k != RECONSTRUCTION_INDEX else [])
+                               for j, (_, _, k) in enumerate(batch)])
+            seeds = [args.seed + 1000 * i + k for _, i, k in batch]
+            result = editor.edit(x, a_ref, a_q, options[method], seeds=seeds)
+            probs_edited, probs_input = eval_classifier(result.images), eval_classifier(x)
+            if isinstance(source, SyntheticFaces):
+                truth = torch.cat([source.ground_truth(i, a_q[j]) for j, (_, i, _) in enumerate(batch)])
+                allowed = torch.cat([source.allowed_mask(i, k) for _, i, k in batch])
+                measures = ev.synthetic_edit_metrics(result.images, x, truth, allowed, probs_edited, probs_input,
+                                                     a_ref, a_q)
+            else:
+                measures = ev.real_edit_metrics(result.images, x, probs_edited, probs_input, a_ref, a_q, lpips_fn)
+            pixels = to_uint8(result.images)
+            for j, (_, index, attribute) in enumerate(batch):
+                image_path = edit_image_path(args.output_dir, method, index, attribute)
+                os.makedirs(os.path.dirname(image_path), exist_ok=True)
+                save_png(pixels[j], image_path)
+                row = {"method": method, source.item_column: index, "attribute": attribute,
+                       "direction": ev.direction(a_ref[j], attribute),
+                       **{name: float(values[j]) for name, values in measures.items()},
+                       # Per image: each image goes through every (batched) UNet call once.
+                       "unet_evals": float(result.unet_evals), "seconds": result.seconds / len(batch)}
+                writer.writerow(ev.format_row(row, columns))
+            f.flush()
+            bar.update(len(batch))
+
+
+def write_reports(args, source, methods, items, rows, columns, notes, inception):
+    """results.csv, results.md, summary.png and one sample grid per method (rank 0, after every edit)."""
+    out = args.output_dir
+    ev.write_rows_atomic(os.path.join(out, "results.csv"), rows, columns)
+    measures = list(columns[ev.MEASURE_START:])
+    per_attribute = ev.aggregate(rows, ("method", "attribute"), measures)
+    overall = ev.aggregate(rows, ("method",), measures)
+    if inception is not None:
+        add_fid(args, source, rows, overall, inception)
+    synthetic = isinstance(source, SyntheticFaces)
+    title = "Edit evaluation on " + ("synthetic faces" if synthetic else os.path.basename(os.path.normpath(args.dataset_dir)))
+    ev.write_text_atomic(os.path.join(out, "results.md"),
+                         ev.results_markdown(title, notes, per_attribute, overall, measures))
+    fidelity = ("psnr_gt", "PSNR to the ground truth (dB)") if synthetic else ("psnr_input", "PSNR to the input (dB)")
+    ev.plot_summary(overall, per_attribute, os.path.join(out, "summary.png"), *fidelity)
+    for method in methods:
+        shown = [it for it in items if it[0] == method][:args.grid_rows]
+        images, titles = [], []
+        for _, index, attribute in shown:
+            a_ref = source.labels(index)
+            a_q = query_from_indices(a_ref, [attribute] if attribute != RECONSTRUCTION_INDEX else [])
+            edit_path = edit_image_path(out, method, index, attribute)
+            edited = to_uint8(to_tensor(_read_png(edit_path)))[0] if os.path.isfile(edit_path) else None
+            row = [to_uint8(source.image(index))[0]]
+            if synthetic:
+                row.append(to_uint8(source.ground_truth(index, a_q))[0])
+            images.append(row + [edited])
+            sign = {"add": "+", "remove": "-", "none": ""}[ev.direction(a_ref, attribute)]
+            titles.append(f"{index}: {sign}{ATTRIBUTE_NAMES[attribute] if attribute != RECONSTRUCTION_INDEX else 'recon'}")
+        columns_shown = ["input", "ground truth", "edit"] if synthetic else ["input", "edit"]
+        save_image_atomic(ev.sample_grid(images, titles, columns_shown), os.path.join(out, f"grid_{method}.png"))
+    return overall, measures
+
+
+def _read_png(path):
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.array(im.convert("RGB"))
+
+
+def add_fid(args, source, rows, overall, inception):
+    """FID of each method's attribute edits (reconstructions left out) against the inputs, into `overall`."""
+    def features(images):
+        return torch.cat([inception(torch.cat(images[s:s + 16])) for s in range(0, len(images), 16)]).numpy()
+
+    inputs = sorted({r[source.item_column] for r in rows})
+    input_features = features([source.image(i) for i in inputs])
+    for summary in overall:
+        paths = [edit_image_path(args.output_dir, summary["method"], r[source.item_column], r["attribute"])
+                 for r in rows if r["method"] == summary["method"] and r["attribute"] != RECONSTRUCTION_INDEX]
+        edited = [to_tensor(_read_png(p)) for p in paths if os.path.isfile(p)]
+        if len(inputs) < 2 or len(edited) < 2:
+            summary["fid"] = float("nan")  # a covariance needs two samples
+            continue
+        summary["fid"] = ev.frechet_distance_of_features(features(edited), input_features)
+
+
+def evaluate(args, comm, rank, world):
+    real = args.dataset_dir is not None
+    methods = ev.parse_methods(args.methods)
+    attributes = parse_attributes(args.attributes, real)
+    for flag in ("num_identities", "batch_size", "steps", "paper_steps", "grid_rows"):
+        value = getattr(args, flag)
+        if value is not None and value < (0 if flag == "grid_rows" else 1):
+            raise ValueError(f"--{flag} must be positive; got {value}")
+    if args.max_edits is not None and args.max_edits < 0:
+        raise ValueError(f"--max_edits must be >= 0; got {args.max_edits}")
+    if args.threads < 0:
+        raise ValueError(f"--threads must be >= 0; got {args.threads}")
+    threads = args.threads or (max(1, (os.cpu_count() or 1) // world) if world > 1 else 0)
+    if threads:
+        torch.set_num_threads(threads)
+    require_file(args.model_path, "diffusion checkpoint (--model_path)")
+    require_file(args.classifier_path, "guidance classifier (--classifier_path)")
+    eval_path = args.eval_classifier_path
+    if eval_path is None:
+        eval_path = DEFAULT_EVAL_CLASSIFIER_PATH if not real or os.path.isfile(DEFAULT_EVAL_CLASSIFIER_PATH) else None
+    if eval_path is not None:
+        require_file(eval_path, "evaluation classifier (--eval_classifier_path)")
+    if args.inception_weights is not None:
+        require_file(args.inception_weights, "inception weights (--inception_weights)")
+
+    options = {m: ev.method_options(m, args.steps, args.paper_steps) for m in methods}
+    wants_lpips = any(o.weights.lpips_sim_lambda for o in options.values())
+    editor = AttributeEditor(args.model_path, args.classifier_path, device=args.device, lpips=wants_lpips,
+                             ir_se50_weights=args.ir_se50_weights)
+    notes = []
+    for name, o in options.items():
+        if editor.lpips_fn is None and o.weights.lpips_sim_lambda:
+            o.weights.lpips_sim_lambda = 0.0
+            notes.append(f"`{name}`: LPIPS term off (no `lpips` package or AlexNet weights).")
+        if editor.id_fn is None and o.weights.id_lambda:
+            o.weights.id_lambda = 0.0
+            notes.append(f"`{name}`: identity term off (no --ir_se50_weights).")
+    eval_classifier = editor.classify if eval_path is None else _classifier_fn(eval_path, editor)
+    source = (LabelledDataset(args.dataset_dir, args.num_identities, editor.image_size) if real else
+              SyntheticFaces(args.synthetic_seed, args.num_identities or DEFAULT_SYNTHETIC_IDENTITIES,
+                             editor.image_size))
+    lpips_fn = None
+    columns = ev.SYNTHETIC_COLUMNS
+    if real:
+        lpips_fn = editor.lpips_fn or load_lpips(editor.device)
+        columns = ev.REAL_COLUMNS if lpips_fn is not None else tuple(c for c in ev.REAL_COLUMNS if c != "lpips")
+        if lpips_fn is None:
+            print("LPIPS column omitted (see the line above).")
+    inception = ev.load_inception(args.inception_weights, editor.device) if args.inception_weights and rank == 0 else None
+
+    chain = int(editor.config["diffusion_steps"])
+    if args.steps:
+        notes.insert(0, f"Every method ran on a respaced {args.steps}-step chain (--steps {args.steps}).")
+    elif args.paper_steps and any(m.endswith("_paper") for m in methods):
+        notes.insert(0, f"The paper preset ran on a respaced {args.paper_steps}-step DDPM chain (--paper_steps "
+                        f"{args.paper_steps}), not the model's full {chain}-step chain.")
+    for note in notes:
+        print(note)
+    notes += [source.describe() + ".",
+              f"Models: diffusion `{args.model_path}`, guidance classifier `{args.classifier_path}`, evaluation "
+              f"classifier `{eval_path or args.classifier_path}`.",
+              f"Seeds: edit of input i, attribute k uses {args.seed} + 1000 i + k."]
+    notes += [f"`{m}`: {ev.describe_options(o, chain)}." for m, o in options.items()]
+    notes.append("unet_evals: UNet evaluations each image went through (inversion and guidance included); "
+                 "seconds: wall time of its batch divided by the batch size.")
+
+    os.makedirs(args.output_dir, exist_ok=True)
+    config = dict(mode="dataset" if real else "synthetic", model_path=os.path.abspath(args.model_path),
+                  classifier_path=os.path.abspath(args.classifier_path),
+                  eval_classifier_path=os.path.abspath(eval_path) if eval_path else None,
+                  inputs=os.path.abspath(args.dataset_dir) if real else args.synthetic_seed,
+                  seed=args.seed, steps=args.steps, paper_steps=args.paper_steps,
+                  lpips_guidance=editor.lpips_fn is not None, identity_guidance=editor.id_fn is not None,
+                  columns=list(columns))
+    run_json = os.path.join(args.output_dir, "run.json")
+    check_run_config(run_json, config, may_write=rank == 0)
+    if comm is not None:
+        comm.Barrier()
+        check_run_config(run_json, config, may_write=False)
+
+    items = [(m, i, k) for m in methods for i in source.indices for k in attributes]
+    done = finished_rows(args.output_dir, columns)
+    todo = [it for n, it in enumerate(items) if n % world == rank and it not in done]
+    skipped = sum(1 for n, it in enumerate(items) if n % world == rank and it in done)
+    if skipped:
+        print(f"rank {rank}: {skipped} edits already done, {len(todo)} to go")
+    if args.max_edits is not None:
+        todo = todo[:args.max_edits]
+    run_edits(args, editor, eval_classifier, source, options, todo, columns, lpips_fn, rank, world)
+    if comm is not None:
+        comm.Barrier()
+    if rank != 0:
+        return 0
+
+    done = finished_rows(args.output_dir, columns)
+    missing = [it for it in items if it not in done]
+    if missing:
+        print(f"{len(items) - len(missing)} of {len(items)} edits done; rerun the same command to continue.")
+        return 0
+    rows = [done[it] for it in items]
+    overall, measures = write_reports(args, source, methods, items, rows, columns, notes, inception)
+    print(ev.markdown_table(overall, ["method", "n", *measures] + (["fid"] if inception is not None else [])))
+    print(f"wrote {os.path.join(args.output_dir, 'results.csv')}, results.md, summary.png and grid_<method>.png")
+    return 0
+
+
+def _classifier_fn(path, editor):
+    classifier = load_classifier(path, device=editor.device)
+    if classifier.num_attributes != len(ATTRIBUTE_NAMES):
+        raise ValueError(f"evaluation classifier {path} predicts {classifier.num_attributes} attributes; "
+                         f"the benchmark needs {len(ATTRIBUTE_NAMES)}")
+
+    @torch.no_grad()
+    def classify(x):
+        return classifier(x.to(editor.device).float()).float()
+
+    return classify
+
+
+def main(argv=None):
+    """Run the benchmark; 0 on success, 2 (one 'error:' line on stderr) on bad input."""
+    args = build_parser().parse_args(argv)
+    comm, rank, world = mpi_world()
+    try:
+        return evaluate(args, comm, rank, world)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        if world > 1:
+            comm.Abort(2)  # the other processes may be waiting at a barrier
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,439 @@
+"""The edit-evaluation benchmark: metrics on hand-made cases, the Fréchet distance on Gaussians, and
+scripts/evaluate_edits.py end to end on tiny models (32 px UNet, 32 px classifiers)."""
+import csv
+import importlib.util
+import math
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from guided_diffusion.script_util import create_model_and_diffusion, model_and_diffusion_defaults, save_model_config
+from optimization import evaluation as ev
+from optimization.attribute_editor import to_tensor, to_uint8
+from preprocess.classifier import AttributeClassifier
+from preprocess.synthetic_faces import example_face, render
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SIZE = 32
+STEPS = 4
+ATTRIBUTES = "9,15"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("evaluate_edits", os.path.join(ROOT, "scripts", "evaluate_edits.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+evaluate_edits = load_script()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread: on two cores busy with training, spinning intra-op threads make the tiny
+    models ~100x slower than a single thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# --------------------------------------------------------------------------- per-edit metrics
+
+def test_identical_images_and_a_correct_flip_score_perfectly():
+    x = torch.rand(2, 3, 8, 8) * 2 - 1
+    a_ref = torch.zeros(2, 20)
+    a_q = a_ref.clone()
+    a_q[:, 9] = 1
+    allowed = torch.zeros(2, 8, 8, dtype=torch.bool)
+    m = ev.synthetic_edit_metrics(x, x, x, allowed, probs_edited=a_q, probs_input=a_ref, a_ref=a_ref, a_q=a_q)
+    assert m["success"].tolist() == [1.0, 1.0]
+    assert m["preservation"].tolist() == [1.0, 1.0] and m["preservation_gt"].tolist() == [1.0, 1.0]
+    assert m["l1_gt"].tolist() == [0.0, 0.0] and m["l1_outside_mask"].tolist() == [0.0, 0.0]
+    assert m["psnr_gt"].tolist() == [100.0, 100.0]
+
+
+def test_classifier_measures_on_flipped_attributes():
+    a_ref = torch.zeros(1, 20)
+    a_q = a_ref.clone()
+    a_q[0, 9] = 1
+    x = torch.zeros(1, 3, 8, 8)
+    allowed = torch.zeros(1, 8, 8, dtype=torch.bool)
+    # The edit did nothing: the classifier still reads a_ref.
+    m = ev.synthetic_edit_metrics(x, x, x, allowed, a_ref.clone(), a_ref, a_ref, a_q)
+    assert float(m["success"]) == 0.0 and float(m["preservation"]) == 1.0
+    # Edited attribute flipped, and one of the 19 others flipped too.
+    probs = a_q.clone()
+    probs[0, 3] = 0.9
+    m = ev.synthetic_edit_metrics(x, x, x, allowed, probs, a_ref, a_ref, a_q)
+    assert float(m["success"]) == 1.0
+    assert float(m["preservation"]) == pytest.approx(18 / 19)
+    # The classifier misreads attribute 5 on the input; the edit keeps that reading: preserved
+    # against the input's reading, not against the labels.
+    probs_input = a_ref.clone()
+    probs_input[0, 5] = 0.8
+    probs = a_q.clone()
+    probs[0, 5] = 0.7
+    m = ev.synthetic_edit_metrics(x, x, x, allowed, probs, probs_input, a_ref, a_q)
+    assert float(m["preservation"]) == 1.0 and float(m["preservation_gt"]) == pytest.approx(18 / 19)
+    # A reconstruction has no edited attribute: success is undefined.
+    m = ev.synthetic_edit_metrics(x, x, x, allowed, a_ref, a_ref, a_ref, a_ref)
+    assert math.isnan(float(m["success"])) and float(m["preservation"]) == 1.0
+
+
+def test_pixel_measures_on_a_shifted_patch():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 3, 16, 16, generator=g) * 2 - 1
+    edited = x.clone()
+    edited[:, :, 4:8, 4:8] = torch.roll(x[:, :, 4:8, 4:8], shifts=1, dims=3)  # move a patch sideways
+    allowed = torch.zeros(1, 16, 16, dtype=torch.bool)
+    allowed[:, 4:8, 4:8] = True
+    a = torch.zeros(1, 20)
+    m = ev.synthetic_edit_metrics(edited, x, x, allowed, a, a, a, a)
+    expected_l1 = float(((edited - x).abs() / 2).mean())
+    assert expected_l1 > 0
+    assert float(m["l1_gt"]) == pytest.approx(expected_l1)
+    assert float(m["l1_outside_mask"]) == 0.0  # only masked pixels changed
+    mse = float(((edited - x) / 2).pow(2).mean())
+    assert float(m["psnr_gt"]) == pytest.approx(10 * math.log10(1 / mse), rel=1e-5)
+    # A mask missing half the patch sees the change: mean error over the pixels outside it.
+    allowed[:, 4:8, 6:8] = False
+    outside = ~allowed[0]
+    expected = float(((edited - x).abs() / 2).mean(dim=1)[0][outside].mean())
+    m = ev.synthetic_edit_metrics(edited, x, x, allowed, a, a, a, a)
+    assert float(m["l1_outside_mask"]) == pytest.approx(expected) and expected > 0
+
+
+def test_one_changed_pixel_has_known_l1_and_psnr():
+    x = torch.zeros(1, 3, 10, 10)
+    edited = x.clone()
+    edited[:, :, 2, 3] = 0.5  # 0.25 on the [0, 1] scale
+    a = torch.zeros(1, 20)
+    m = ev.real_edit_metrics(edited, x, a, a, a, a, lpips_fn=lambda p, q: (p - q).abs().flatten(1).sum(1))
+    assert float(m["l1_input"]) == pytest.approx(0.25 / 100)
+    assert float(m["psnr_input"]) == pytest.approx(10 * math.log10(100 / 0.0625), rel=1e-5)
+    assert float(m["lpips"]) == pytest.approx(1.5)
+    assert "lpips" not in ev.real_edit_metrics(edited, x, a, a, a, a)
+
+
+def test_direction_follows_the_reference_label():
+    a = torch.zeros(20)
+    a[11] = 1
+    assert ev.direction(a, 9) == "add" and ev.direction(a, 11) == "remove" and ev.direction(a, 20) == "none"
+
+
+def test_aggregate_means_per_group_leaving_out_nan():
+    rows = [dict(method="a", attribute=9, success=1.0, psnr_gt=10.0),
+            dict(method="a", attribute=9, success=0.0, psnr_gt=20.0),
+            dict(method="a", attribute=20, success=float("nan"), psnr_gt=30.0),
+            dict(method="b", attribute=9, success=1.0, psnr_gt=40.0)]
+    per = ev.aggregate(rows, ("method", "attribute"), ["success", "psnr_gt"])
+    assert [(s["method"], s["attribute"], s["n"]) for s in per] == [("a", 9, 2), ("a", 20, 1), ("b", 9, 1)]
+    assert per[0]["success"] == 0.5 and per[0]["psnr_gt"] == 15.0 and math.isnan(per[1]["success"])
+    overall = ev.aggregate(rows, ("method",), ["success", "psnr_gt"])
+    assert overall[0]["success"] == 0.5 and overall[0]["psnr_gt"] == 20.0 and overall[0]["n"] == 3
+    table = ev.markdown_table(overall, ["method", "n", "success", "psnr_gt"])
+    assert "| a | 3 | 50.0% | 20.00 |" in table
+
+
+def test_csv_rows_survive_a_cut_line_and_refuse_another_header(tmp_path):
+    columns = ev.SYNTHETIC_COLUMNS
+    row = dict(method="m", identity=3, attribute=9, direction="add", success=1.0, preservation=0.25,
+               preservation_gt=float("nan"), psnr_gt=21.123456789, l1_gt=0.1, l1_outside_mask=0.0, seconds=1.5,
+               unet_evals=12.0)
+    path = tmp_path / "rows.csv"
+    ev.write_rows_atomic(str(path), [row], columns)
+    with open(path, "a") as f:
+        f.write("m,4,9,add,1,0.5")  # a run killed mid-line
+    rows = ev.read_rows(str(path), columns)
+    assert len(rows) == 1 and rows[0]["identity"] == 3 and math.isnan(rows[0]["preservation_gt"])
+    assert rows[0]["psnr_gt"] == pytest.approx(21.12346, abs=1e-9)  # 7 significant digits
+    assert ev.format_row(rows[0], columns) == ev.format_row(ev.read_rows(str(path), columns)[0], columns)
+    with pytest.raises(ValueError, match="header"):
+        ev.read_rows(str(path), ev.REAL_COLUMNS)
+
+
+# --------------------------------------------------------------------------- Fréchet distance
+
+def test_frechet_distance_of_gaussians_with_known_answers():
+    mu1, mu2 = np.array([0.0, 1.0, 2.0]), np.array([1.0, 1.0, 0.0])
+    s1, s2 = np.diag([1.0, 4.0, 9.0]), np.diag([4.0, 1.0, 9.0])
+    # Diagonal: |mu1 - mu2|^2 + sum (sqrt(a) - sqrt(b))^2 = 5 + (1 + 1 + 0).
+    assert ev.frechet_distance(mu1, s1, mu2, s2) == pytest.approx(7.0)
+    # Rotating both covariances by one orthogonal matrix keeps the distance.
+    q, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(3, 3)))
+    assert ev.frechet_distance(mu1, q @ s1 @ q.T, mu2, q @ s2 @ q.T) == pytest.approx(7.0)
+    # Non-commuting 2-D case, against tr((s1 s2)^(1/2)) from the 2x2 formula
+    # tr(sqrt(M)) = sqrt(tr M + 2 sqrt(det M)).
+    a, b = np.array([[2.0, 0.5], [0.5, 1.0]]), np.array([[1.0, -0.3], [-0.3, 3.0]])
+    m = a @ b
+    cross = math.sqrt(np.trace(m) + 2 * math.sqrt(np.linalg.det(m)))
+    assert ev.frechet_distance(np.zeros(2), a, np.zeros(2), b) == pytest.approx(np.trace(a) + np.trace(b) - 2 * cross)
+    assert ev.frechet_distance(mu1, s1, mu1, s1) == pytest.approx(0.0, abs=1e-9)
+    assert ev.frechet_distance(mu1, s1, mu2, s2) == pytest.approx(ev.frechet_distance(mu2, s2, mu1, s1))
+
+
+def test_frechet_distance_of_samples_approaches_the_exact_value():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(20000, 2)) * [1.0, 2.0]
+    y = rng.normal(size=(20000, 2)) * [3.0, 2.0] + [1.0, 0.0]
+    estimate = ev.frechet_distance(*ev.gaussian_statistics(x), *ev.gaussian_statistics(y))
+    assert estimate == pytest.approx(1.0 + 4.0, rel=0.03)
+    with pytest.raises(ValueError, match="N >= 2"):
+        ev.gaussian_statistics(np.zeros((1, 4)))
+    with pytest.raises(ValueError, match="one D"):
+        ev.frechet_distance(np.zeros(2), np.eye(2), np.zeros(3), np.eye(3))
+
+
+def test_frechet_distance_of_features_low_rank_path_equals_the_covariance_path():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(7, 40)) @ rng.normal(size=(40, 40))
+    y = rng.normal(size=(5, 40)) * 2 + 1  # N M <= D^2: the K K^T path
+    # Rank-deficient covariances: the eigen path takes square roots of round-off, hence rel=1e-6.
+    exact = ev.frechet_distance(*ev.gaussian_statistics(x), *ev.gaussian_statistics(y))
+    assert ev.frechet_distance_of_features(x, y) == pytest.approx(exact, rel=1e-6)
+    assert ev.frechet_distance_of_features(y, x) == pytest.approx(exact, rel=1e-6)
+    assert ev.frechet_distance_of_features(x, x) == pytest.approx(0.0, abs=1e-6 * exact)
+    many = rng.normal(size=(30, 4))  # N M > D^2: through the covariances
+    assert ev.frechet_distance_of_features(many, many + [3, 0, 0, 0]) == pytest.approx(9.0)
+    with pytest.raises(ValueError, match="one D"):
+        ev.frechet_distance_of_features(x, y[:, :3])
+
+
+# --------------------------------------------------------------------------- the method table
+
+def test_method_table_builds_the_presets_and_baselines():
+    assert {"cyclediff_s2o_fast", "cyclediff_sbs_noised_fast", "cyclediff_sbs_inversion_fast", "cyclediff_s2o_paper",
+            "cyclediff_sbs_noised_paper", "cyclediff_sbs_inversion_paper", "guidance_no_cycle_fast",
+            "ddim_conditional_fast", "sdedit_fast"} == set(ev.METHODS)
+    opts = {m: ev.method_options(m) for m in ev.METHODS}
+    assert opts["cyclediff_sbs_noised_paper"].cycle_schema == "step_by_step"
+    assert opts["cyclediff_sbs_noised_paper"].cycle_target == "noised_origin"
+    assert opts["cyclediff_sbs_inversion_fast"].cycle_target == "inversion"
+    assert opts["cyclediff_s2o_paper"].timestep_respacing == "" and opts["cyclediff_s2o_paper"].inversion == "ddim"
+    assert opts["cyclediff_s2o_fast"].timestep_respacing == "25"
+    assert opts["guidance_no_cycle_fast"].cycle_schema == "none"
+    assert opts["guidance_no_cycle_fast"].weights.attribute_guidance_lambda > 0
+    ddim = opts["ddim_conditional_fast"]
+    assert (ddim.sampler, ddim.inversion) == ("ddim", "ddim") and not any(vars(ddim.weights).values())
+    assert opts["sdedit_fast"].inversion == "sdedit" and not any(vars(opts["sdedit_fast"].weights).values())
+    assert ev.method_options("cyclediff_s2o_paper", paper_steps=50).timestep_respacing == "50"
+    assert ev.method_options("cyclediff_s2o_fast", paper_steps=50).timestep_respacing == "25"
+    assert ev.method_options("cyclediff_s2o_fast", steps=4).timestep_respacing == "4"
+    with pytest.raises(ValueError, match="unknown method nope"):
+        ev.parse_methods("sdedit_fast,nope")
+
+
+# --------------------------------------------------------------------------- the script on tiny models
+
+def tiny_unet(folder):
+    config = model_and_diffusion_defaults()
+    config.update(image_size=SIZE, num_channels=16, num_res_blocks=1, channel_mult="1,2", attention_resolutions="8",
+                  num_heads=2, diffusion_steps=40)
+    torch.manual_seed(0)
+    model, _ = create_model_and_diffusion(**config)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # an untrained ADM UNet outputs exactly zero
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.03)
+    path = os.path.join(folder, "diffusion.pt")
+    torch.save(model.state_dict(), path)
+    save_model_config(config, os.path.join(folder, "diffusion.json"))
+    return path
+
+
+def tiny_classifier(path, seed, decisive=False):
+    """A random 3-stage ResNet classifier; `decisive` pushes its readings far from 0.5 so that
+    float round-off between batch layouts cannot flip a thresholded reading."""
+    torch.manual_seed(seed)
+    clf = AttributeClassifier(arch="resnet18_3stage", input_size=32, feature_dim=16, head_hidden_dim=8)
+    if decisive:
+        with torch.no_grad():
+            for i, head in enumerate(clf.classify_headers.classify_headers):
+                head[3].weight.mul_(0.1)
+                head[3].bias.fill_(4.0 if i % 2 else -4.0)
+    torch.save({"state_dict": clf.state_dict(), "opts": clf.opts}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval_models")
+    return dict(model=tiny_unet(str(root)), classifier=tiny_classifier(str(root / "classifier.pt"), 0),
+                eval_classifier=tiny_classifier(str(root / "eval_classifier.pt"), 1, decisive=True))
+
+
+def common_flags(models, out, **extra):
+    flags = dict(model_path=models["model"], classifier_path=models["classifier"],
+                 eval_classifier_path=models["eval_classifier"], num_identities=2, attributes=ATTRIBUTES,
+                 steps=STEPS, batch_size=3, output_dir=str(out), device="cpu", **extra)
+    return [f"--{k}={v}" for k, v in flags.items()]
+
+
+def read_results(out):
+    with open(os.path.join(out, "results.csv"), newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def same_table(rows_a, rows_b):
+    """Equal up to float32 round-off (batch layouts differ); seconds are wall time and may differ."""
+    key = lambda r: (r["method"], int(r["identity"]), int(r["attribute"]))  # noqa: E731
+    a, b = sorted(rows_a, key=key), sorted(rows_b, key=key)
+    assert [key(r) for r in a] == [key(r) for r in b]
+    for ra, rb in zip(a, b):
+        for c in ev.SYNTHETIC_COLUMNS:
+            if c in ("seconds",):
+                continue
+            if c in ("method", "identity", "attribute", "direction", "success", "preservation", "preservation_gt",
+                     "unet_evals"):
+                assert ra[c] == rb[c], (key(ra), c)
+            else:
+                assert float(ra[c]) == pytest.approx(float(rb[c]), rel=1e-3, abs=1e-4), (key(ra), c)
+
+
+@pytest.fixture(scope="module")
+def reference_run(models, tmp_path_factory):
+    out = tmp_path_factory.mktemp("reference")
+    assert evaluate_edits.main(common_flags(models, out)) == 0
+    return out
+
+
+def test_every_method_runs_end_to_end(reference_run):
+    out = reference_run
+    rows = read_results(out)
+    assert len(rows) == len(ev.METHODS) * 2 * 2
+    assert [tuple(r) for r in csv.reader(open(out / "results.csv"))][0] == ev.SYNTHETIC_COLUMNS
+    # UNet evaluations per image from the step counts: k = round(strength * STEPS) steps inverted and
+    # re-sampled, guidance costs one (x0_hat) or two (x0_hat + cycle) more per step.
+    k_fast, k_paper = round(0.6 * STEPS), STEPS
+    expected = {"cyclediff_s2o_fast": 4 * k_fast, "cyclediff_sbs_noised_fast": 4 * k_fast,
+                "cyclediff_sbs_inversion_fast": 4 * k_fast, "cyclediff_s2o_paper": 4 * k_paper,
+                "cyclediff_sbs_noised_paper": 4 * k_paper, "cyclediff_sbs_inversion_paper": 4 * k_paper,
+                "guidance_no_cycle_fast": 3 * k_fast, "ddim_conditional_fast": 2 * k_fast, "sdedit_fast": k_fast}
+    for r in rows:
+        assert float(r["unet_evals"]) == expected[r["method"]], r["method"]
+        assert r["success"] in ("0", "1") and 0 <= float(r["preservation"]) <= 1
+        assert 0 <= float(r["l1_outside_mask"]) <= float(r["l1_gt"]) + 0.5 and float(r["seconds"]) > 0
+        identity, a_ref = example_face(1000, int(r["identity"]))
+        assert r["direction"] == ("add" if a_ref[int(r["attribute"])] == 0 else "remove")
+    # The CSV's fidelity is measured against the counterfactual render(identity, a_q): recompute one
+    # from the saved edit, the one closest to its input (where the two differ most).
+    r = max(rows, key=lambda r: float(r["psnr_gt"]))
+    identity, a_ref = example_face(1000, int(r["identity"]))
+    a_q = a_ref.copy()
+    a_q[int(r["attribute"])] ^= 1
+    edited = to_tensor(evaluate_edits._read_png(
+        evaluate_edits.edit_image_path(str(out), r["method"], int(r["identity"]), int(r["attribute"]))))
+    truth, original = to_tensor(render(identity, a_q, SIZE)), to_tensor(render(identity, a_ref, SIZE))
+    assert float(ev.metrics.psnr(edited, truth)) == pytest.approx(float(r["psnr_gt"]), abs=0.1)
+    assert abs(float(ev.metrics.psnr(edited, original)) - float(r["psnr_gt"])) > 0.3  # not the input
+    md = (out / "results.md").read_text()
+    assert "## Per method and attribute" in md and "9 Eyeglasses" in md and "respaced 4-step chain" in md
+    assert all(f"| {m} |" in md for m in ev.METHODS)
+    assert all((out / f"grid_{m}.png").is_file() for m in ev.METHODS) and (out / "summary.png").is_file()
+    assert not [p for p in os.listdir(out) if ".tmp" in p]
+
+
+def test_mpi_sharded_run_gives_the_same_table(models, reference_run, tmp_path):
+    mpiexec = shutil.which("mpiexec")
+    if mpiexec is None:
+        pytest.skip("mpiexec not found: the sharded run needs MPI (apt install mpich)")
+    out = tmp_path / "mpi"
+    r = subprocess.run([mpiexec, "-n", "2", sys.executable, os.path.join(ROOT, "scripts", "evaluate_edits.py"),
+                        *common_flags(models, out), "--threads=1"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert {"partial_rank0.csv", "partial_rank1.csv"} <= set(os.listdir(out))
+    same_table(read_results(out), read_results(reference_run))
+
+
+def test_a_killed_run_resumes_without_redoing_finished_edits(models, reference_run, tmp_path):
+    out = tmp_path / "resume"
+    assert evaluate_edits.main(common_flags(models, out, max_edits=5)) == 0
+    assert not (out / "results.csv").exists()
+    first = ev.read_rows(str(out / "partial_rank0.csv"), ev.SYNTHETIC_COLUMNS)
+    assert len(first) == 5
+    # Mark the finished rows (a redone edit would overwrite the mark) and cut the file mid-line.
+    for row in first:
+        row["seconds"] = 1234.5
+    ev.write_rows_atomic(str(out / "partial_rank0.csv"), first, ev.SYNTHETIC_COLUMNS)
+    with open(out / "partial_rank0.csv", "a") as f:
+        f.write("sdedit_fast,1,15,add,0,0.9")
+    assert evaluate_edits.main(common_flags(models, out)) == 0
+    rows = read_results(out)
+    assert sum(float(r["seconds"]) == 1234.5 for r in rows) == 5
+    same_table(rows, read_results(reference_run))
+    # Another setting in the same directory is refused rather than mixed in.
+    assert evaluate_edits.main(common_flags(models, out, seed=1)) == 2
+
+
+def test_labelled_dataset_gives_accuracy_reconstruction_error_and_fid(models, tmp_path):
+    from PIL import Image
+    import torchvision
+
+    data = tmp_path / "data"
+    data.mkdir()
+    labels = []
+    for i in range(3):
+        identity, a = example_face(7, i)
+        Image.fromarray(render(identity, a, SIZE)).save(data / f"{i:05d}.png")
+        labels.append(torch.as_tensor(a, dtype=torch.float32))
+    torch.save(torch.stack(labels), data / "attributes.pt")
+    torch.manual_seed(0)  # random weights: features large enough that FID is far from zero
+    inception = torchvision.models.Inception3(aux_logits=False, init_weights=True)
+    torch.save(inception.state_dict(), tmp_path / "inception.pt")
+    out = tmp_path / "real"
+    flags = [f"--model_path={models['model']}", f"--classifier_path={models['classifier']}",
+             f"--dataset_dir={data}", "--attributes=9,20", "--methods=sdedit_fast,cyclediff_s2o_fast",
+             f"--steps={STEPS}", f"--output_dir={out}", "--device=cpu", f"--inception_weights={tmp_path / 'inception.pt'}",
+             f"--eval_classifier_path={models['eval_classifier']}"]
+    assert evaluate_edits.main(flags) == 0
+    rows = read_results(out)
+    assert len(rows) == 2 * 3 * 2 and "lpips" not in rows[0]  # no lpips package here: column omitted
+    recon = [r for r in rows if r["attribute"] == "20"]
+    assert all(r["direction"] == "none" and r["success"] == "nan" for r in recon)
+    # The reconstruction error is L1 between the reconstruction and the input image on disk.
+    r = recon[0]
+    x = to_tensor(np.array(Image.open(data / f"{int(r['image']):05d}.png").convert("RGB")))
+    edited = to_tensor(evaluate_edits._read_png(
+        evaluate_edits.edit_image_path(str(out), r["method"], int(r["image"]), 20)))
+    assert float(ev.metrics.l1(edited, x)) == pytest.approx(float(r["l1_input"]), abs=3e-3)
+    # FID: each method's attribute edits (no reconstructions) against the three inputs.
+    inception_net = ev.load_inception(str(tmp_path / "inception.pt"))
+    inputs = inception_net(torch.cat([to_tensor(np.array(Image.open(data / f"{i:05d}.png").convert("RGB")))
+                                      for i in range(3)])).numpy()
+    overall = (out / "results.md").read_text().split("## Per method\n")[1]
+    assert overall.splitlines()[1].endswith("| fid |")
+    for method in ("sdedit_fast", "cyclediff_s2o_fast"):
+        edits = inception_net(torch.cat([to_tensor(evaluate_edits._read_png(
+            evaluate_edits.edit_image_path(str(out), method, i, 9))) for i in range(3)])).numpy()
+        cell = next(line for line in overall.splitlines() if line.startswith(f"| {method} |")).split("|")[-2]
+        assert float(cell) == pytest.approx(ev.frechet_distance_of_features(edits, inputs), rel=1e-6)
+        assert float(cell) > 0
+
+
+@pytest.mark.parametrize("flag,message", [
+    ("--methods=cyclediff_s2o_fast,nope", "unknown method nope"),
+    ("--attributes=9,21", "attribute index 21 out of range"),
+    ("--model_path=/nonexistent/diffusion.pt", "diffusion checkpoint (--model_path) not found"),
+    ("--eval_classifier_path=/nonexistent/eval.pt", "evaluation classifier"),
+])
+def test_bad_input_is_one_clear_error(models, tmp_path, capsys, flag, message):
+    out = tmp_path / "bad"
+    assert evaluate_edits.main(common_flags(models, out) + [flag]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and message in err and len(err.splitlines()) == 1
+    assert not out.exists() or not os.listdir(out)
+
+
+def test_bad_input_exits_2_from_the_command_line(tmp_path):
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "evaluate_edits.py"),
+                        "--model_path", str(tmp_path / "missing.pt"), "--output_dir", str(tmp_path / "o")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip().startswith("error:") and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
