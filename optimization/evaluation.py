@@ -297,6 +297,7 @@ def plot_summary(overall, per_attribute, path, fidelity, fidelity_label):
         left.scatter(100 * s["success"], s[fidelity], s=36)
         left.annotate(s["method"], (100 * s["success"], s[fidelity]), fontsize=7, xytext=(4, 3),
                       textcoords="offset points")
+    left.set_xlim(-5, 105)
     left.set_xlabel("edit success (%)")
     left.set_ylabel(fidelity_label)
     left.set_title("fidelity against success, per method", fontsize=10)

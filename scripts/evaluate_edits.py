@@ -149,7 +149,8 @@ class SyntheticFaces:
 
     def __init__(self, seed, count, image_size):
         if image_size < MIN_IMAGE_SIZE:
-            raise ValueError(f"the synthetic renderer needs image_size >= {MIN_IMAGE_SIZE}; the model is {image_size} px")
+            raise ValueError(f"the synthetic renderer needs image_size >= {MIN_IMAGE_SIZE}; "
+                             f"the model is {image_size} px")
         self.seed, self.image_size = seed, image_size
         self.indices = list(range(count))
 
@@ -209,8 +210,11 @@ class LabelledDataset:
 def check_run_config(path, config, may_write):
     """Refuse to mix rows of runs whose results would differ; the first process records the settings."""
     if os.path.isfile(path):
-        with open(path) as f:
-            recorded = json.load(f)
+        try:
+            with open(path) as f:
+                recorded = json.load(f)
+        except ValueError:
+            raise ValueError(f"{path} is not valid JSON; delete it or use a new --output_dir") from None
         changed = [f"{k}: {recorded.get(k)!r} -> {v!r}" for k, v in config.items() if recorded.get(k) != v]
         if changed:
             raise ValueError(f"{os.path.dirname(path) or '.'} holds a run with other settings ({'; '.join(changed)}); "
@@ -293,13 +297,14 @@ def write_reports(args, source, methods, items, rows, columns, notes, inception)
     if inception is not None:
         add_fid(args, source, rows, overall, inception)
     synthetic = isinstance(source, SyntheticFaces)
-    title = "Edit evaluation on " + ("synthetic faces" if synthetic else os.path.basename(os.path.normpath(args.dataset_dir)))
+    inputs_name = "synthetic faces" if synthetic else os.path.basename(os.path.normpath(args.dataset_dir))
+    title = f"Edit evaluation on {inputs_name}"
     ev.write_text_atomic(os.path.join(out, "results.md"),
                          ev.results_markdown(title, notes, per_attribute, overall, measures))
     fidelity = ("psnr_gt", "PSNR to the ground truth (dB)") if synthetic else ("psnr_input", "PSNR to the input (dB)")
     ev.plot_summary(overall, per_attribute, os.path.join(out, "summary.png"), *fidelity)
     for method in methods:
-        shown = [it for it in items if it[0] == method][:args.grid_rows]
+        shown = grid_items([it for it in items if it[0] == method], args.grid_rows)
         images, titles = [], []
         for _, index, attribute in shown:
             a_ref = source.labels(index)
@@ -311,10 +316,22 @@ def write_reports(args, source, methods, items, rows, columns, notes, inception)
                 row.append(to_uint8(source.ground_truth(index, a_q))[0])
             images.append(row + [edited])
             sign = {"add": "+", "remove": "-", "none": ""}[ev.direction(a_ref, attribute)]
-            titles.append(f"{index}: {sign}{ATTRIBUTE_NAMES[attribute] if attribute != RECONSTRUCTION_INDEX else 'recon'}")
+            name = "reconstruction" if attribute == RECONSTRUCTION_INDEX else ATTRIBUTE_NAMES[attribute]
+            titles.append(f"{index}: {sign}{name}")
         columns_shown = ["input", "ground truth", "edit"] if synthetic else ["input", "edit"]
         save_image_atomic(ev.sample_grid(images, titles, columns_shown), os.path.join(out, f"grid_{method}.png"))
     return overall, measures
+
+
+def grid_items(method_items, count):
+    """Up to `count` of one method's edits, stepping input and attribute together so that the rows
+    show different faces and different edits."""
+    inputs = list(dict.fromkeys(i for _, i, _ in method_items))
+    attributes = list(dict.fromkeys(k for _, _, k in method_items))
+    method = method_items[0][0]
+    walk = [(method, inputs[r % len(inputs)], attributes[r % len(attributes)])
+            for r in range(len(inputs) * len(attributes))]
+    return list(dict.fromkeys(walk + method_items))[:count]
 
 
 def _read_png(path):
@@ -342,43 +359,49 @@ def add_fid(args, source, rows, overall, inception):
         summary["fid"] = ev.frechet_distance_of_features(features(edited), input_features)
 
 
-def evaluate(args, comm, rank, world):
-    real = args.dataset_dir is not None
+def check_flags(args, real):
+    """Validate the flags before anything is loaded: (methods, attributes, evaluation classifier path or None)."""
     methods = ev.parse_methods(args.methods)
     attributes = parse_attributes(args.attributes, real)
-    for flag in ("num_identities", "batch_size", "steps", "paper_steps", "grid_rows"):
+    for flag in ("num_identities", "batch_size", "steps", "paper_steps"):
         value = getattr(args, flag)
-        if value is not None and value < (0 if flag == "grid_rows" else 1):
+        if value is not None and value < 1:
             raise ValueError(f"--{flag} must be positive; got {value}")
-    if args.max_edits is not None and args.max_edits < 0:
-        raise ValueError(f"--max_edits must be >= 0; got {args.max_edits}")
-    if args.threads < 0:
-        raise ValueError(f"--threads must be >= 0; got {args.threads}")
-    threads = args.threads or (max(1, (os.cpu_count() or 1) // world) if world > 1 else 0)
-    if threads:
-        torch.set_num_threads(threads)
+    for flag in ("grid_rows", "max_edits", "threads"):
+        value = getattr(args, flag)
+        if value is not None and value < 0:
+            raise ValueError(f"--{flag} must be >= 0; got {value}")
     require_file(args.model_path, "diffusion checkpoint (--model_path)")
     require_file(args.classifier_path, "guidance classifier (--classifier_path)")
     eval_path = args.eval_classifier_path
-    if eval_path is None:
-        eval_path = DEFAULT_EVAL_CLASSIFIER_PATH if not real or os.path.isfile(DEFAULT_EVAL_CLASSIFIER_PATH) else None
+    if eval_path is None and (not real or os.path.isfile(DEFAULT_EVAL_CLASSIFIER_PATH)):
+        eval_path = DEFAULT_EVAL_CLASSIFIER_PATH
     if eval_path is not None:
         require_file(eval_path, "evaluation classifier (--eval_classifier_path)")
     if args.inception_weights is not None:
         require_file(args.inception_weights, "inception weights (--inception_weights)")
+    return methods, attributes, eval_path
+
+
+def evaluate(args, comm, rank, world):
+    real = args.dataset_dir is not None
+    methods, attributes, eval_path = check_flags(args, real)
+    threads = args.threads or (max(1, (os.cpu_count() or 1) // world) if world > 1 else 0)
+    if threads:
+        torch.set_num_threads(threads)
 
     options = {m: ev.method_options(m, args.steps, args.paper_steps) for m in methods}
     wants_lpips = any(o.weights.lpips_sim_lambda for o in options.values())
     editor = AttributeEditor(args.model_path, args.classifier_path, device=args.device, lpips=wants_lpips,
                              ir_se50_weights=args.ir_se50_weights)
     notes = []
-    for name, o in options.items():
-        if editor.lpips_fn is None and o.weights.lpips_sim_lambda:
-            o.weights.lpips_sim_lambda = 0.0
-            notes.append(f"`{name}`: LPIPS term off (no `lpips` package or AlexNet weights).")
-        if editor.id_fn is None and o.weights.id_lambda:
-            o.weights.id_lambda = 0.0
-            notes.append(f"`{name}`: identity term off (no --ir_se50_weights).")
+    for term, loaded, why in (("lpips_sim_lambda", editor.lpips_fn, "no `lpips` package or AlexNet weights"),
+                              ("id_lambda", editor.id_fn, "no --ir_se50_weights")):
+        dropped = [name for name, o in options.items() if loaded is None and getattr(o.weights, term)]
+        for name in dropped:
+            setattr(options[name].weights, term, 0.0)
+        if dropped:
+            notes.append(f"{term} set to 0 ({why}) for {', '.join(dropped)}.")
     eval_classifier = editor.classify if eval_path is None else _classifier_fn(eval_path, editor)
     source = (LabelledDataset(args.dataset_dir, args.num_identities, editor.image_size) if real else
               SyntheticFaces(args.synthetic_seed, args.num_identities or DEFAULT_SYNTHETIC_IDENTITIES,
@@ -386,25 +409,22 @@ def evaluate(args, comm, rank, world):
     lpips_fn = None
     columns = ev.SYNTHETIC_COLUMNS
     if real:
-        lpips_fn = editor.lpips_fn or load_lpips(editor.device)
+        lpips_fn = editor.lpips_fn or (None if wants_lpips else load_lpips(editor.device))
         columns = ev.REAL_COLUMNS if lpips_fn is not None else tuple(c for c in ev.REAL_COLUMNS if c != "lpips")
         if lpips_fn is None:
-            print("LPIPS column omitted (see the line above).")
-    inception = ev.load_inception(args.inception_weights, editor.device) if args.inception_weights and rank == 0 else None
+            print("LPIPS column omitted: no `lpips` package or AlexNet weights (see above).")
+    inception = None
+    if args.inception_weights and rank == 0:  # only the merging process computes FID
+        inception = ev.load_inception(args.inception_weights, editor.device)
 
-    chain = int(editor.config["diffusion_steps"])
-    if args.steps:
-        notes.insert(0, f"Every method ran on a respaced {args.steps}-step chain (--steps {args.steps}).")
-    elif args.paper_steps and any(m.endswith("_paper") for m in methods):
-        notes.insert(0, f"The paper preset ran on a respaced {args.paper_steps}-step DDPM chain (--paper_steps "
-                        f"{args.paper_steps}), not the model's full {chain}-step chain.")
+    notes = step_notes(args, methods, int(editor.config["diffusion_steps"])) + notes
     for note in notes:
         print(note)
     notes += [source.describe() + ".",
               f"Models: diffusion `{args.model_path}`, guidance classifier `{args.classifier_path}`, evaluation "
               f"classifier `{eval_path or args.classifier_path}`.",
               f"Seeds: edit of input i, attribute k uses {args.seed} + 1000 i + k."]
-    notes += [f"`{m}`: {ev.describe_options(o, chain)}." for m, o in options.items()]
+    notes += [f"`{m}`: {ev.describe_options(o, int(editor.config['diffusion_steps']))}." for m, o in options.items()]
     notes.append("unet_evals: UNet evaluations each image went through (inversion and guidance included); "
                  "seconds: wall time of its batch divided by the batch size.")
 
@@ -446,6 +466,16 @@ def evaluate(args, comm, rank, world):
     print(ev.markdown_table(overall, ["method", "n", *measures] + (["fid"] if inception is not None else [])))
     print(f"wrote {os.path.join(args.output_dir, 'results.csv')}, results.md, summary.png and grid_<method>.png")
     return 0
+
+
+def step_notes(args, methods, chain):
+    """What the chains were shortened to, if they were (results.md says it first)."""
+    if args.steps:
+        return [f"Every method ran on a respaced {args.steps}-step chain (--steps {args.steps})."]
+    if args.paper_steps and any(m.endswith("_paper") for m in methods):
+        return [f"The paper preset ran on a respaced {args.paper_steps}-step DDPM chain (--paper_steps "
+                f"{args.paper_steps}), not the model's full {chain}-step chain."]
+    return []
 
 
 def _classifier_fn(path, editor):

@@ -14,7 +14,7 @@ import torch
 
 from guided_diffusion.script_util import create_model_and_diffusion, model_and_diffusion_defaults, save_model_config
 from optimization import evaluation as ev
-from optimization.attribute_editor import to_tensor, to_uint8
+from optimization.attribute_editor import to_tensor
 from preprocess.classifier import AttributeClassifier
 from preprocess.synthetic_faces import example_face, render
 
@@ -32,16 +32,6 @@ def load_script():
 
 
 evaluate_edits = load_script()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on two cores busy with training, spinning intra-op threads make the tiny
-    models ~100x slower than a single thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # --------------------------------------------------------------------------- per-edit metrics
@@ -390,7 +380,8 @@ def test_labelled_dataset_gives_accuracy_reconstruction_error_and_fid(models, tm
     out = tmp_path / "real"
     flags = [f"--model_path={models['model']}", f"--classifier_path={models['classifier']}",
              f"--dataset_dir={data}", "--attributes=9,20", "--methods=sdedit_fast,cyclediff_s2o_fast",
-             f"--steps={STEPS}", f"--output_dir={out}", "--device=cpu", f"--inception_weights={tmp_path / 'inception.pt'}",
+             f"--steps={STEPS}", f"--output_dir={out}", "--device=cpu",
+             f"--inception_weights={tmp_path / 'inception.pt'}",
              f"--eval_classifier_path={models['eval_classifier']}"]
     assert evaluate_edits.main(flags) == 0
     rows = read_results(out)
