@@ -253,7 +253,7 @@ def run_edits(args, editor, eval_classifier, source, options, todo, columns, lpi
             batches[-1].append(item)
         else:
             batches.append([item])
-    with open(path, "a", newline="") as f, tqdm(total=len(todo), unit="edit", disable=None,
+    with open(path, "a", newline="") as f, tqdm(total=len(todo), unit="edit",
                                                  desc=f"rank {rank}" if world > 1 else "edits") as bar:
         writer = csv.writer(f, lineterminator="\n")
         for batch in batches:
