@@ -115,7 +115,7 @@ def load_image_file(path, image_size):
     side = min(w, h)
     left, top = (w - side) // 2, (h - side) // 2
     im = im.crop((left, top, left + side, top + side)).resize((image_size, image_size), Image.LANCZOS)
-    return to_tensor(np.asarray(im))
+    return to_tensor(np.array(im))
 
 
 def to_tensor(array):
