@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Reproduce the embedded default (checkpoints/): data, the two classifiers, the diffusion model,
+# the half-precision export. Every step resumes when re-run, so the script can be run again after
+# an interruption. RUN_DIR holds everything large (datasets, training checkpoints); it is not
+# part of the repository.
+#
+#   RUN_DIR=/path/to/runs bash scripts/train_embedded_default.sh [data|classifier|eval_classifier|diffusion|export|all]
+#
+# Hardware of the shipped run: see checkpoints/README.md. On a GPU machine set NPROC to the GPU
+# count; on CPU it is the number of processes (1 thread each).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUN_DIR=${RUN_DIR:-runs}
+NPROC=${NPROC:-2}
+DIFFUSION_STEPS=${DIFFUSION_STEPS:-20000}
+stage=${1:-all}
+
+data() {
+    [ -d "$RUN_DIR/data/synth64_s0" ] || python preprocess/make_synthetic_dataset.py \
+        --out "$RUN_DIR/data/synth64_s0" --num_images 30000 --image_size 64 --seed 0
+    # The evaluation classifier learns from other people (seed 1); seed 1000 is held out for edits.
+    [ -d "$RUN_DIR/data/synth64_s1" ] || python preprocess/make_synthetic_dataset.py \
+        --out "$RUN_DIR/data/synth64_s1" --num_images 30000 --image_size 64 --seed 1
+}
+
+classifier() {
+    python preprocess/encoder_train.py --world_size 1 --rank 0 --multiprocessing_distributed True \
+        --nprocs "$NPROC" --num_threads 1 --data_dir "$RUN_DIR/data/synth64_s0" --exp_dir "$RUN_DIR/classifier" \
+        --arch resnet18_3stage --batch_size 64 --max_steps 3000 --learning_rate 1e-3 --input_size 64 \
+        --save_interval 500 --seed 0 --split_seed 0
+}
+
+eval_classifier() {
+    python preprocess/encoder_train.py --world_size 1 --rank 0 --multiprocessing_distributed True \
+        --nprocs "$NPROC" --num_threads 1 --data_dir "$RUN_DIR/data/synth64_s1" --exp_dir "$RUN_DIR/eval_classifier" \
+        --arch resnet34_3stage --batch_size 64 --max_steps 3000 --learning_rate 1e-3 --input_size 64 \
+        --save_interval 500 --seed 1 --split_seed 1
+}
+
+diffusion() {
+    OMP_NUM_THREADS=1 mpiexec -n "$NPROC" python scripts/image_train.py \
+        --data_dir "$RUN_DIR/data/synth64_s0" --log_dir "$RUN_DIR/diffusion64" \
+        --image_size 64 --num_channels 32 --channel_mult 1,2,2,2 --num_res_blocks 1 \
+        --attention_resolutions 16,8 --num_heads 4 --num_attributes 20 \
+        --diffusion_steps 1000 --noise_schedule linear --learn_sigma False --use_scale_shift_norm True \
+        --lr 4e-4 --snr_gamma 5 --batch_size $((16 / NPROC)) --ema_rate 0.999,0.9999 \
+        --log_interval 50 --save_interval 500 --max_steps "$DIFFUSION_STEPS" --seed 0
+}
+
+export_checkpoints() {
+    latest=$(ls "$RUN_DIR"/diffusion64/ema_0.999_*.pt | sort | tail -n 1)
+    python scripts/export_checkpoints.py --diffusion "$latest" \
+        --classifier "$RUN_DIR/classifier/classifier.pt" --eval_classifier "$RUN_DIR/eval_classifier/classifier.pt"
+}
+
+case "$stage" in
+    data) data ;;
+    classifier) classifier ;;
+    eval_classifier) eval_classifier ;;
+    diffusion) diffusion ;;
+    export) export_checkpoints ;;
+    all) data; classifier; eval_classifier; diffusion; export_checkpoints ;;
+    *) echo "error: unknown stage $stage (data|classifier|eval_classifier|diffusion|export|all)" >&2; exit 2 ;;
+esac
