@@ -22,6 +22,7 @@ CLI::
 import argparse
 import io
 import os
+import shutil
 import sys
 import tempfile
 
@@ -311,6 +312,18 @@ def _default_file_mode():
     umask = os.umask(0)
     os.umask(umask)
     return 0o666 & ~umask
+
+
+def replace_directory(building, out):
+    """Move the finished directory ``building`` to ``out``, replacing any previous ``out`` only
+    once the new one is complete (datasets are built beside their destination, then published)."""
+    if os.path.exists(out):
+        previous = tempfile.mkdtemp(dir=os.path.dirname(os.path.abspath(out)), prefix=f".{os.path.basename(out)}.old-")
+        os.replace(out, os.path.join(previous, "dataset"))
+        os.replace(building, out)
+        shutil.rmtree(previous)
+    else:
+        os.replace(building, out)
 
 
 def atomic_write(path, data):

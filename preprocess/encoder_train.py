@@ -48,6 +48,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from guided_diffusion.script_util import str2bool  # noqa: E402
 from preprocess.attributes import ATTRIBUTE_NAMES  # noqa: E402
 from preprocess.classifier import (  # noqa: E402
     ARCHITECTURES,
@@ -758,16 +759,6 @@ def model_training_options(path):
 
 
 # ---------------------------------------------------------------- command line
-
-
-def str2bool(value):
-    if isinstance(value, bool):
-        return value
-    if value.lower() in ("yes", "true", "t", "y", "1"):
-        return True
-    if value.lower() in ("no", "false", "f", "n", "0"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected a boolean, got {value!r}")
 
 
 def create_argparser():

@@ -27,7 +27,13 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from preprocess.attributes import ATTRIBUTE_NAMES, atomic_write, image_filename, write_attributes  # noqa: E402
+from preprocess.attributes import (  # noqa: E402
+    ATTRIBUTE_NAMES,
+    atomic_write,
+    image_filename,
+    replace_directory,
+    write_attributes,
+)
 from preprocess.synthetic_faces import (  # noqa: E402
     IDENTITIES_JSON,
     example_face,
@@ -101,13 +107,7 @@ def make_dataset(out, num_images, image_size=64, seed=0, workers=2, overwrite=Fa
             for name, (identity, attributes) in zip(filenames, faces)
         ]
         atomic_write(os.path.join(building, IDENTITIES_JSON), json.dumps(record, separators=(",", ":")).encode())
-        if os.path.exists(out):
-            previous = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(out)}.old-")
-            os.replace(out, os.path.join(previous, "dataset"))
-            os.replace(building, out)
-            shutil.rmtree(previous)
-        else:
-            os.replace(building, out)
+        replace_directory(building, out)
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)
         raise

@@ -34,6 +34,7 @@ from PIL import Image, UnidentifiedImageError  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from preprocess.attributes import (  # noqa: E402
+    replace_directory,
     IMAGE_EXTENSIONS,
     image_filename,
     image_sort_key,
@@ -143,13 +144,7 @@ def prepare(
                     bar.update(1)
         if attributes is not None:
             write_attributes(building, targets, attributes)
-        if os.path.exists(out):
-            previous = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(out)}.old-")
-            os.replace(out, os.path.join(previous, "dataset"))
-            os.replace(building, out)
-            shutil.rmtree(previous)
-        else:
-            os.replace(building, out)
+        replace_directory(building, out)
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)
         raise
