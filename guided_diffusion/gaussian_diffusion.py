@@ -103,6 +103,14 @@ class LossType(enum.Enum):
         return self in (LossType.KL, LossType.RESCALED_KL)
 
 
+def _last(iterator):
+    """The last item a (non-empty) generator yields."""
+    item = None
+    for item in iterator:
+        pass
+    return item
+
+
 def _extract(values, t, x):
     """
     values[t] for a batch of indices, shaped [N, 1, ..., 1] to broadcast
@@ -565,40 +573,12 @@ class GaussianDiffusion:
     def _steps(start, stop, step, progress, desc):
         return tqdm(range(start, stop, step), disable=not progress, desc=desc, leave=False)
 
-    def p_sample_loop(
-        self,
-        model,
-        shape,
-        noise=None,
-        clip_denoised=True,
-        denoised_fn=None,
-        cond_fn=None,
-        model_kwargs=None,
-        device=None,
-        progress=False,
-        num_steps=None,
-        noise_sequence=None,
-    ):
+    def p_sample_loop(self, model, shape, **kwargs):
         """
-        DDPM sampling; returns the final x_0 (no gradient). See
-        p_sample_loop_progressive for the arguments.
+        DDPM sampling; returns the final x_0 (no gradient). Arguments as
+        p_sample_loop_progressive.
         """
-        final = None
-        for final in self.p_sample_loop_progressive(
-            model,
-            shape,
-            noise=noise,
-            clip_denoised=clip_denoised,
-            denoised_fn=denoised_fn,
-            cond_fn=cond_fn,
-            model_kwargs=model_kwargs,
-            device=device,
-            progress=progress,
-            num_steps=num_steps,
-            noise_sequence=noise_sequence,
-        ):
-            pass
-        return final["sample"]
+        return _last(self.p_sample_loop_progressive(model, shape, **kwargs))["sample"]
 
     def p_sample_loop_progressive(
         self,
@@ -649,40 +629,12 @@ class GaussianDiffusion:
             yield {**out, "t": t}
             sample = out["sample"]
 
-    def ddim_sample_loop(
-        self,
-        model,
-        shape,
-        noise=None,
-        clip_denoised=True,
-        denoised_fn=None,
-        cond_fn=None,
-        model_kwargs=None,
-        device=None,
-        progress=False,
-        eta=0.0,
-        num_steps=None,
-    ):
+    def ddim_sample_loop(self, model, shape, **kwargs):
         """
-        DDIM sampling; returns the final x_0 (no gradient). See
-        ddim_sample_loop_progressive for the arguments.
+        DDIM sampling; returns the final x_0 (no gradient). Arguments as
+        ddim_sample_loop_progressive.
         """
-        final = None
-        for final in self.ddim_sample_loop_progressive(
-            model,
-            shape,
-            noise=noise,
-            clip_denoised=clip_denoised,
-            denoised_fn=denoised_fn,
-            cond_fn=cond_fn,
-            model_kwargs=model_kwargs,
-            device=device,
-            progress=progress,
-            eta=eta,
-            num_steps=num_steps,
-        ):
-            pass
-        return final["sample"]
+        return _last(self.ddim_sample_loop_progressive(model, shape, **kwargs))["sample"]
 
     def ddim_sample_loop_progressive(
         self,
@@ -722,36 +674,15 @@ class GaussianDiffusion:
             yield {**out, "t": t}
             sample = out["sample"]
 
-    def ddim_reverse_sample_loop(
-        self,
-        model,
-        x0,
-        clip_denoised=False,
-        model_kwargs=None,
-        device=None,
-        progress=False,
-        num_steps=None,
-        fixed_point_iterations=0,
-    ):
+    def ddim_reverse_sample_loop(self, model, x0, **kwargs):
         """
         DDIM inversion of x0 to level num_steps-1 (no gradient). Running
         ddim_sample_loop(noise=result, num_steps=same, same model_kwargs and
         clip_denoised) returns x0 up to the discretisation error, or, with
-        fixed_point_iterations where they converge, up to rounding.
+        fixed_point_iterations where they converge, up to rounding. Arguments
+        as ddim_reverse_sample_loop_progressive.
         """
-        final = None
-        for final in self.ddim_reverse_sample_loop_progressive(
-            model,
-            x0,
-            clip_denoised=clip_denoised,
-            model_kwargs=model_kwargs,
-            device=device,
-            progress=progress,
-            num_steps=num_steps,
-            fixed_point_iterations=fixed_point_iterations,
-        ):
-            pass
-        return final["sample"]
+        return _last(self.ddim_reverse_sample_loop_progressive(model, x0, **kwargs))["sample"]
 
     def ddim_reverse_sample_loop_progressive(
         self,
