@@ -43,7 +43,7 @@ diffusion() {
         --image_size 64 --num_channels 32 --channel_mult 1,2,2,2 --num_res_blocks 1 \
         --attention_resolutions 16,8 --num_heads 4 --num_attributes 20 \
         --diffusion_steps 1000 --noise_schedule linear --learn_sigma False --use_scale_shift_norm True \
-        --lr 4e-4 --snr_gamma 5 --batch_size $((16 / NPROC)) --ema_rate 0.999,0.9999 \
+        --lr 4e-4 --snr_gamma 5 --batch_size $((16 / NPROC)) --ema_rate 0.999,0.9999 --ema_warmup True \
         --log_interval 50 --save_interval 500 --max_steps "$DIFFUSION_STEPS" --seed 0
 }
 

@@ -197,6 +197,25 @@ def test_ema_follows_its_rate(tmp_path, data_dir):
         assert th.allclose(s, 0.75 * b + 0.25 * a, atol=1e-7)
 
 
+def test_ema_warmup_decay_and_first_step():
+    from guided_diffusion.train_util import ema_decay
+
+    assert ema_decay(0.999, 0, warmup=False) == 0.999
+    assert ema_decay(0.999, 0, warmup=True) == pytest.approx(0.1)
+    assert ema_decay(0.999, 90, warmup=True) == pytest.approx(91 / 100)
+    assert ema_decay(0.999, 10**6, warmup=True) == 0.999
+
+
+def test_ema_warmup_moves_the_average_to_the_weights_early(tmp_path, data_dir):
+    loop = make_loop(tmp_path, data_dir, ema_rate="0.999")
+    loop.ema_warmup = True
+    before = [p.detach().clone() for p in loop.mp_trainer.master_params]
+    batch, cond = next(loop.data)
+    loop.run_step(batch, cond)  # step 0: decay 1/10
+    for b, a, s in zip(before, loop.mp_trainer.master_params, loop.ema_params[0]):
+        assert th.allclose(s, 0.1 * b + 0.9 * a, atol=1e-7)
+
+
 def test_resume_repeats_the_uninterrupted_run_exactly(tmp_path, data_dir, trained_run):
     reference_dir, _ = trained_run
     first = make_loop(tmp_path, data_dir, lr_anneal_steps=6, max_steps=3)  # "interrupted" at step 3
