@@ -34,9 +34,12 @@ _PAPER = dict(
 )
 PRESETS = {
     "paper": _PAPER,
-    # Few respaced DDPM steps from the exact edit-friendly inversion: seconds on a CPU.
+    # Few respaced DDPM steps from the exact edit-friendly inversion: seconds on a CPU. Attribute
+    # weight 10: at 50 the shipped 64 px model's edits turn adversarial (colour shifts, artefacts);
+    # provisional until the evaluation benchmark tunes it.
     "fast": {**_PAPER, **dict(timestep_respacing="25", edit_strength=0.6, inversion="ddpm_noise",
-                              cycle_target="inversion", lpips_sim_lambda=0.0, id_lambda=0.0)},
+                              cycle_target="inversion", attribute_guidance_lambda=10.0,
+                              lpips_sim_lambda=0.0, id_lambda=0.0)},
 }
 DEFAULT_PRESET = "fast"
 
