@@ -36,6 +36,13 @@ def attribute_label(indices):
     return "+".join(str(i) for i in indices) if indices else str(RECONSTRUCTION_INDEX)
 
 
+def check_attribute_index(v):
+    """ValueError unless v is 0-19 (flip one attribute) or 20 (reconstruction)."""
+    if not 0 <= v <= RECONSTRUCTION_INDEX:
+        raise ValueError(f"attribute index {v} out of range 0-{RECONSTRUCTION_INDEX} "
+                         f"(0-{RECONSTRUCTION_INDEX - 1} flip one attribute, {RECONSTRUCTION_INDEX} reconstructs)")
+
+
 def parse_attribute_indices(text):
     """'9' -> [9]; '9,15' -> [9, 15]; '20' -> [] (reconstruction); 'all' -> the seven editable ones."""
     text = str(text).strip()
@@ -48,9 +55,7 @@ def parse_attribute_indices(text):
     if not values:
         raise ValueError("no attribute index given")
     for v in values:
-        if not 0 <= v <= RECONSTRUCTION_INDEX:
-            raise ValueError(f"attribute index {v} out of range 0-{RECONSTRUCTION_INDEX} "
-                             f"(0-{RECONSTRUCTION_INDEX - 1} flip an attribute, {RECONSTRUCTION_INDEX} reconstructs)")
+        check_attribute_index(v)
     if RECONSTRUCTION_INDEX in values and len(values) > 1:
         raise ValueError(f"index {RECONSTRUCTION_INDEX} (reconstruction) cannot be combined with edits")
     return [v for v in values if v != RECONSTRUCTION_INDEX]

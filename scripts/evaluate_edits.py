@@ -38,6 +38,7 @@ from optimization import evaluation as ev  # noqa: E402
 from optimization.arguments import DEFAULT_CLASSIFIER_PATH, DEFAULT_MODEL_PATH, REPO_ROOT  # noqa: E402
 from optimization.attribute_editor import (  # noqa: E402
     AttributeEditor,
+    check_attribute_index,
     load_dataset_item,
     query_from_indices,
     save_png,
@@ -115,9 +116,7 @@ def parse_attributes(text, real):
     if not values:
         raise ValueError("--attributes is empty")
     for v in values:
-        if not 0 <= v <= RECONSTRUCTION_INDEX:
-            raise ValueError(f"attribute index {v} out of range 0-{RECONSTRUCTION_INDEX} "
-                             f"(0-{RECONSTRUCTION_INDEX - 1} flip one attribute, {RECONSTRUCTION_INDEX} reconstructs)")
+        check_attribute_index(v)
     if len(set(values)) != len(values):
         raise ValueError(f"attribute listed twice in --attributes {text!r}")
     return values
