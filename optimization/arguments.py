@@ -31,6 +31,7 @@ _PAPER = dict(
     lpips_sim_lambda=750.0,
     id_lambda=500.0,
     preserve_lambda=0.0,
+    guidance_max_step=0.0,
 )
 PRESETS = {
     "paper": _PAPER,
@@ -100,6 +101,8 @@ def build_parser():
     g.add_argument("--cycle_schema", choices=["step_to_origin", "step_by_step", "none"], default=None)
     g.add_argument("--cycle_target", choices=["noised_origin", "inversion"], default=None,
                    help="step-by-step target: q_sample of the input (paper) or the inversion latent")
+    g.add_argument("--guidance_max_step", type=float, default=None,
+                   help="cap on how far guidance moves the image in one step (RMS, [-1, 1] units; 0 = no cap)")
     g.add_argument("--no_blend", dest="blend_x0", action="store_false",
                    help="feed the classifier x0_hat instead of the paper's blend of x0_hat and x_t")
     for name in ("attribute_guidance_lambda", "cycle_reconstruct_lambda", "range_lambda",

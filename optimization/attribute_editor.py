@@ -159,6 +159,7 @@ class EditOptions:
     cycle_schema: str = "step_to_origin"
     cycle_target: str = "inversion"
     blend_x0: bool = True
+    guidance_max_step: float = 0.0
     weights: GuidanceWeights = field(default_factory=GuidanceWeights)
 
     def __post_init__(self):
@@ -168,7 +169,11 @@ class EditOptions:
             raise ValueError("inversion 'ddpm_noise' stores DDPM noise: it needs sampler 'ddpm'")
         if self.skip_timesteps is None and not 0 < self.edit_strength <= 1:
             raise ValueError(f"edit_strength must be in (0, 1]; got {self.edit_strength}")
-        GuidanceConfig(cycle_schema=self.cycle_schema, cycle_target=self.cycle_target, sampler=self.sampler)
+        self.guidance_config()
+
+    def guidance_config(self):
+        return GuidanceConfig(weights=self.weights, cycle_schema=self.cycle_schema, cycle_target=self.cycle_target,
+                              sampler=self.sampler, blend_x0=self.blend_x0, max_step=self.guidance_max_step)
 
     @classmethod
     def from_args(cls, args):
@@ -177,7 +182,8 @@ class EditOptions:
                    edit_strength=args.edit_strength, skip_timesteps=args.skip_timesteps,
                    inversion=args.inversion, inversion_fixed_point=args.inversion_fixed_point,
                    cycle_schema=args.cycle_schema,
-                   cycle_target=args.cycle_target, blend_x0=args.blend_x0, weights=weights)
+                   cycle_target=args.cycle_target, blend_x0=args.blend_x0,
+                   guidance_max_step=args.guidance_max_step, weights=weights)
 
     @classmethod
     def from_preset(cls, preset, **overrides):
@@ -332,8 +338,7 @@ class AttributeEditor:
 
         # Guided sampling under the query attributes.
         problem.origin_trajectory = trajectory
-        cfg = GuidanceConfig(weights=opts.weights, cycle_schema=opts.cycle_schema,
-                             cycle_target=opts.cycle_target, sampler=opts.sampler, blend_x0=opts.blend_x0)
+        cfg = opts.guidance_config()
         log = []
         cond_fn = make_cond_fn(diffusion, self.model, self.classifier, problem, cfg,
                                lpips_fn=self.lpips_fn, id_fn=self.id_fn, log=log)

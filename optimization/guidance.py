@@ -16,6 +16,12 @@ and the loss is a weighted sum of
     lpips / id distances of x_in to x (only when their models are loaded)
 
 `make_cond_fn` returns -d(loss)/d(x_t), the guided-diffusion convention (ascend log p = descend loss).
+Two safeguards act on that gradient:
+    - an image whose query equals its reference (a reconstruction) gets none: there is nothing to
+      edit, and the cycle / range terms would only pull an exact inversion off its path;
+    - `max_step` (when > 0) caps how far one sampler step may move an image (RMS over pixels, in
+      [-1, 1] units). Through x0_hat the gradient grows like 1/sqrt(alphabar_t) (~160 at t = 999):
+      on a respaced chain one noisy step would otherwise throw the image out of range.
 """
 import warnings
 from dataclasses import dataclass, field
@@ -78,6 +84,7 @@ class GuidanceConfig:
     cycle_target: str = "noised_origin"
     sampler: str = "ddim"
     blend_x0: bool = True
+    max_step: float = 0.0
 
     def __post_init__(self):
         for name, value, allowed in (
@@ -87,6 +94,8 @@ class GuidanceConfig:
         ):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+        if not self.max_step >= 0:
+            raise ValueError(f"max_step must be >= 0 (0 = no cap); got {self.max_step}")
 
 
 def _at(array, t, like):
@@ -167,6 +176,21 @@ def guidance_losses(diffusion, model, classifier, problem, cfg, x, t, lpips_fn=N
     return terms
 
 
+def guidance_step_scale(diffusion, t, sampler, like):
+    """s [N, 1, 1, 1] such that the sampler moves x_{t-1} by s * cond_fn(x_t, t).
+
+    DDPM (`condition_mean`): the step's variance (its fixed value; a learned variance is taken
+    at its lower end, the posterior variance, so the cap errs on the loose side). DDIM with eta = 0 (`condition_score`): eps moves by -sqrt(1 - abar_t) * g, hence
+    x_{t-1} by sqrt(1 - abar_t) * (sqrt(abar_{t-1}) sqrt(1 - abar_t) / sqrt(abar_t) - sqrt(1 - abar_{t-1})) * g.
+    """
+    if sampler == "ddpm":
+        variance, _ = diffusion._fixed_variances.get(diffusion.model_var_type, (diffusion.posterior_variance, None))
+        return _at(variance, t, like)
+    abar = _at(diffusion.alphas_cumprod, t, like)
+    abar_prev = _at(diffusion.alphas_cumprod_prev, t, like)
+    return ((1 - abar).sqrt() * (abar_prev.sqrt() * (1 - abar).sqrt() / abar.sqrt() - (1 - abar_prev).sqrt())).abs()
+
+
 def has_active_terms(cfg, classifier=None, lpips_fn=None, id_fn=None):
     """Whether `guidance_losses` would return any term (else no cond_fn is needed at all)."""
     w = cfg.weights
@@ -183,12 +207,14 @@ def make_cond_fn(diffusion, model, classifier, problem, cfg, lpips_fn=None, id_f
     """Build cond_fn(x, t, **model_kwargs) -> -d(loss)/dx for `diffusion`'s samplers, or None
     when no loss term is active.
 
-    A step whose gradient is not finite is skipped (zero gradient) with a warning. When `log`
-    (a list) is given, each step appends {"t": int, term: mean value, ...}.
+    A step whose gradient is not finite is skipped (zero gradient) with a warning. Images with
+    nothing to edit get no gradient, and `cfg.max_step` caps each step's move (module docstring).
+    When `log` (a list) is given, each step appends {"t": int, term: mean value, ...}.
     """
 
     if not has_active_terms(cfg, classifier, lpips_fn, id_fn):
         return None
+    edited = problem.edit_mask.amax(dim=1).view(-1, *([1] * (problem.x_origin.dim() - 1)))
 
     def cond_fn(x, t, **_):
         with torch.enable_grad():
@@ -199,6 +225,10 @@ def make_cond_fn(diffusion, model, classifier, problem, cfg, lpips_fn=None, id_f
         if not torch.isfinite(grad).all():
             warnings.warn(f"guidance gradient is not finite at step {int(t[0])}: step left unguided")
             grad = torch.zeros_like(grad)
+        grad = grad * edited
+        if cfg.max_step:
+            move = guidance_step_scale(diffusion, t, cfg.sampler, grad) * grad.pow(2).mean(dim=(1, 2, 3), keepdim=True).sqrt()
+            grad = grad * (cfg.max_step / move.clamp(min=1e-12)).clamp(max=1.0)
         if log is not None:
             entry = {"t": int(t[0])}
             entry.update({k: float(v.detach().mean()) for k, v in terms.items()})

@@ -194,6 +194,58 @@ def test_batch_equals_one_by_one(assets):
         assert torch.allclose(batch, singles, atol=1e-8)
 
 
+def test_reconstruction_in_a_guided_batch_stays_exact(assets):
+    # A query equal to its reference gets no guidance: the edit-friendly path reconstructs exactly,
+    # while the edited image of the same batch is guided.
+    editor = ae.AttributeEditor(assets["rough"], assets["classifier"], device="cpu", dtype=torch.float64)
+    x, a = smooth_image(2, seed=3), attrs(2, seed=3)
+    q = a.clone()
+    q[1] = ae.query_from_indices(a[1], [9])
+    opts = ae.EditOptions(timestep_respacing="10", edit_strength=0.6)
+    res = editor.edit(x, a, q, opts, seeds=[1, 2])
+    assert float(ae.metrics.psnr(res.images[:1], x[:1].double())[0]) >= 60
+    unguided = ae.EditOptions(timestep_respacing="10", edit_strength=0.6, cycle_schema="none", weights=NO_GUIDANCE)
+    plain = editor.edit(x, a, q, unguided, seeds=[1, 2]).images
+    assert (plain[1] - res.images[1]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("sampler,inversion", [("ddpm", "ddpm_noise"), ("ddim", "ddim")])
+def test_guidance_max_step_caps_each_move(assets, sampler, inversion):
+    editor = ae.AttributeEditor(assets["rough"], assets["classifier"], device="cpu", dtype=torch.float64)
+    diffusion = editor.diffusion("10")
+    x, a = smooth_image(2, seed=4), attrs(2, seed=4)
+    q = ae.query_from_indices(a, [9])
+    strong = GuidanceWeights(attribute_guidance_lambda=1e4, cycle_reconstruct_lambda=1e5, range_lambda=1e3)
+    with torch.no_grad():
+        x_t = diffusion.q_sample(x.double(), torch.tensor([9, 9]), noise=torch.randn(x.shape, dtype=torch.float64))
+    problem = EditProblem(x_origin=x.double(), a_ref=a.double(), a_q=q.double(),
+                          cycle_noise=torch.zeros(x.shape, dtype=torch.float64))
+    t = torch.tensor([9, 9])
+    kwargs = problem.model_kwargs(problem.a_q)
+
+    def step(cap):
+        cfg = GuidanceConfig(weights=strong, sampler=sampler, max_step=cap)
+        cond_fn = ae.make_cond_fn(diffusion, editor.model, editor.classifier, problem, cfg)
+        out = diffusion.p_mean_variance(editor.model, x_t, t, clip_denoised=False, model_kwargs=kwargs)
+        if sampler == "ddpm":
+            return out["mean"], diffusion.condition_mean(cond_fn, out, x_t, t, model_kwargs=kwargs)
+        guided = diffusion.condition_score(cond_fn, out, x_t, t, model_kwargs=kwargs)
+        abar_prev = float(diffusion.alphas_cumprod_prev[9])
+
+        def ddim_next(o):
+            return abar_prev ** 0.5 * o["pred_xstart"] + (1 - abar_prev) ** 0.5 * o["eps"]
+        return ddim_next(out), ddim_next(guided)
+
+    def rms_move(cap):
+        base, guided = step(cap)
+        return (guided - base).pow(2).mean(dim=(1, 2, 3)).sqrt()
+
+    free = rms_move(0.0)
+    assert float(free.min()) > 0.2  # the uncapped move is large: the cap has work to do
+    capped = rms_move(0.05)
+    assert torch.allclose(capped, torch.full_like(capped, 0.05), rtol=1e-6)
+
+
 def test_unconditional_model_runs_with_guidance(assets):
     editor = ae.AttributeEditor(assets["uncond"], assets["classifier"], device="cpu")
     assert not editor.conditional
