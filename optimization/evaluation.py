@@ -268,13 +268,17 @@ def markdown_table(summaries, columns):
     return "\n".join(lines)
 
 
-def results_markdown(title, notes, per_attribute, overall, measures):
-    """The report: title, notes (list of lines), the method x attribute table, the overall table."""
+def results_markdown(title, notes, per_attribute, overall, measures, per_direction=None):
+    """The report: title, notes (list of lines), the method x attribute table, the overall table,
+    and (when given) the method x attribute x direction table."""
     parts = [f"# {title}", "", *[f"- {n}" for n in notes], "",
              "## Per method and attribute", "", markdown_table(per_attribute, ["method", "attribute", "n", *measures]),
              "", "## Per method", ""]
     overall_columns = ["method", "n", *measures] + (["fid"] if any("fid" in s for s in overall) else [])
     parts += [markdown_table([{"fid": float("nan"), **s} for s in overall], overall_columns), ""]
+    if per_direction:
+        parts += ["## Per method, attribute and direction", "",
+                  markdown_table(per_direction, ["method", "attribute", "direction", "n", *measures]), ""]
     return "\n".join(parts)
 
 

@@ -75,6 +75,9 @@ def build_parser():
     g.add_argument("--num_identities", type=int, default=None,
                    help=f"synthetic identities 0..N-1 (default {DEFAULT_SYNTHETIC_IDENTITIES}), or the first N "
                         "images of --dataset_dir (default: all)")
+    g.add_argument("--per_direction", type=int, default=None,
+                   help="synthetic faces: for each attribute, the first K identities of the seed that have it "
+                        "and the first K that do not (both directions equally often; replaces --num_identities)")
     g.add_argument("--attributes", default=None,
                    help="comma list of attribute indices, each flipped alone; 20 = reconstruction "
                         f"(default: {','.join(map(str, EDITABLE_ATTRIBUTES))}, plus 20 on --dataset_dir)")
@@ -146,12 +149,27 @@ class SyntheticFaces:
 
     item_column = "identity"
 
-    def __init__(self, seed, count, image_size):
+    def __init__(self, seed, count, image_size, per_direction=None):
         if image_size < MIN_IMAGE_SIZE:
             raise ValueError(f"the synthetic renderer needs image_size >= {MIN_IMAGE_SIZE}; "
                              f"the model is {image_size} px")
-        self.seed, self.image_size = seed, image_size
-        self.indices = list(range(count))
+        self.seed, self.image_size, self.per_direction = seed, image_size, per_direction
+        self.indices = list(range(2 * per_direction if per_direction else count))
+
+    def inputs_for(self, attribute, scan_limit=100000):
+        """Identities edited for `attribute`: all of them, or with `per_direction` K the first K that
+        have it and the first K that do not (a reconstruction: identities 0..2K-1)."""
+        if not self.per_direction or attribute == RECONSTRUCTION_INDEX:
+            return self.indices
+        found = {0: [], 1: []}
+        for index in range(scan_limit):
+            group = found[int(self.labels(index)[attribute] > 0.5)]
+            if len(group) < self.per_direction:
+                group.append(index)
+            if all(len(g) == self.per_direction for g in found.values()):
+                return sorted(found[0] + found[1])
+        raise ValueError(f"fewer than {self.per_direction} of the first {scan_limit} identities of seed "
+                         f"{self.seed} have {ATTRIBUTE_NAMES[attribute]} = {0 if len(found[0]) < self.per_direction else 1}")
 
     def labels(self, index):
         return torch.as_tensor(example_face(self.seed, index)[1], dtype=torch.float32)
@@ -170,8 +188,10 @@ class SyntheticFaces:
         return torch.from_numpy(attribute_mask(identity, attribute, self.image_size))[None]
 
     def describe(self):
-        return (f"synthetic faces: identities 0-{len(self.indices) - 1} of seed {self.seed} (held out; training "
-                f"used seed 0), {self.image_size}x{self.image_size} px")
+        which = (f"per attribute, the first {self.per_direction} identities of seed {self.seed} with it and the "
+                 f"first {self.per_direction} without it" if self.per_direction else
+                 f"identities 0-{len(self.indices) - 1} of seed {self.seed}")
+        return f"synthetic faces: {which} (held out; training used seed 0), {self.image_size}x{self.image_size} px"
 
 
 class LabelledDataset:
@@ -196,6 +216,9 @@ class LabelledDataset:
 
     def labels(self, index):
         return self.table[index]
+
+    def inputs_for(self, attribute):
+        return self.indices
 
     def image(self, index):
         return _load_image(self.directory, index, self.image_size)
@@ -292,6 +315,7 @@ def write_reports(args, source, methods, items, rows, columns, notes, inception)
     ev.write_rows_atomic(os.path.join(out, "results.csv"), rows, columns)
     measures = list(columns[ev.MEASURE_START:])
     per_attribute = ev.aggregate(rows, ("method", "attribute"), measures)
+    per_direction = ev.aggregate(rows, ("method", "attribute", "direction"), measures)
     overall = ev.aggregate(rows, ("method",), measures)
     if inception is not None:
         add_fid(args, source, rows, overall, inception)
@@ -299,7 +323,7 @@ def write_reports(args, source, methods, items, rows, columns, notes, inception)
     inputs_name = "synthetic faces" if synthetic else os.path.basename(os.path.normpath(args.dataset_dir))
     title = f"Edit evaluation on {inputs_name}"
     ev.write_text_atomic(os.path.join(out, "results.md"),
-                         ev.results_markdown(title, notes, per_attribute, overall, measures))
+                         ev.results_markdown(title, notes, per_attribute, overall, measures, per_direction))
     fidelity = ("psnr_gt", "PSNR to the ground truth (dB)") if synthetic else ("psnr_input", "PSNR to the input (dB)")
     ev.plot_summary(overall, per_attribute, os.path.join(out, "summary.png"), *fidelity)
     for method in methods:
@@ -362,7 +386,9 @@ def check_flags(args, real):
     """Validate the flags before anything is loaded: (methods, attributes, evaluation classifier path or None)."""
     methods = ev.parse_methods(args.methods)
     attributes = parse_attributes(args.attributes, real)
-    for flag in ("num_identities", "batch_size", "steps", "paper_steps"):
+    if args.per_direction is not None and (real or args.num_identities is not None):
+        raise ValueError("--per_direction picks synthetic identities itself: not with --dataset_dir or --num_identities")
+    for flag in ("num_identities", "per_direction", "batch_size", "steps", "paper_steps"):
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise ValueError(f"--{flag} must be positive; got {value}")
@@ -404,7 +430,7 @@ def evaluate(args, comm, rank, world):
     eval_classifier = editor.classify if eval_path is None else _classifier_fn(eval_path, editor)
     source = (LabelledDataset(args.dataset_dir, args.num_identities, editor.image_size) if real else
               SyntheticFaces(args.synthetic_seed, args.num_identities or DEFAULT_SYNTHETIC_IDENTITIES,
-                             editor.image_size))
+                             editor.image_size, args.per_direction))
     lpips_fn = None
     columns = ev.SYNTHETIC_COLUMNS
     if real:
@@ -432,7 +458,7 @@ def evaluate(args, comm, rank, world):
                   classifier_path=os.path.abspath(args.classifier_path),
                   eval_classifier_path=os.path.abspath(eval_path) if eval_path else None,
                   inputs=os.path.abspath(args.dataset_dir) if real else args.synthetic_seed,
-                  seed=args.seed, steps=args.steps, paper_steps=args.paper_steps,
+                  seed=args.seed, steps=args.steps, paper_steps=args.paper_steps, per_direction=args.per_direction,
                   lpips_guidance=editor.lpips_fn is not None, identity_guidance=editor.id_fn is not None,
                   columns=list(columns))
     run_json = os.path.join(args.output_dir, "run.json")
@@ -441,7 +467,8 @@ def evaluate(args, comm, rank, world):
         comm.Barrier()
         check_run_config(run_json, config, may_write=False)
 
-    items = [(m, i, k) for m in methods for i in source.indices for k in attributes]
+    inputs = {k: source.inputs_for(k) for k in attributes}
+    items = [(m, i, k) for m in methods for k in attributes for i in inputs[k]]
     done = finished_rows(args.output_dir, columns)
     todo = [it for n, it in enumerate(items) if n % world == rank and it not in done]
     skipped = sum(1 for n, it in enumerate(items) if n % world == rank and it in done)

@@ -330,6 +330,27 @@ def test_every_method_runs_end_to_end(reference_run):
     assert not [p for p in os.listdir(out) if ".tmp" in p]
 
 
+def test_per_direction_edits_k_identities_each_way(models, tmp_path):
+    faces = evaluate_edits.SyntheticFaces(1000, None, SIZE, per_direction=3)
+    for k in (9, 15):
+        chosen = faces.inputs_for(k)
+        labels = [int(example_face(1000, i)[1][k]) for i in chosen]
+        assert sorted(labels) == [0, 0, 0, 1, 1, 1]
+        # The first three of each kind: no identity before the last one chosen is skipped wrongly.
+        for value in (0, 1):
+            first = [i for i in range(max(chosen) + 1) if example_face(1000, i)[1][k] == value][:3]
+            assert [i for i, v in zip(chosen, labels) if v == value] == first
+    assert faces.inputs_for(20) == list(range(6))
+    out = tmp_path / "balanced"
+    flags = [f for f in common_flags(models, out, methods="sdedit_fast") if not f.startswith("--num_identities")]
+    assert evaluate_edits.main(flags + ["--per_direction=2"]) == 0
+    rows = read_results(out)
+    for k in ("9", "15"):
+        assert sorted(r["direction"] for r in rows if r["attribute"] == k) == ["add", "add", "remove", "remove"]
+    md = (out / "results.md").read_text()
+    assert "## Per method, attribute and direction" in md and "| sdedit_fast | 9 Eyeglasses | add | 2 |" in md
+
+
 def test_mpi_sharded_run_gives_the_same_table(models, reference_run, tmp_path):
     mpiexec = shutil.which("mpiexec")
     if mpiexec is None:
@@ -413,6 +434,7 @@ def test_labelled_dataset_gives_accuracy_reconstruction_error_and_fid(models, tm
     ("--attributes=9,21", "attribute index 21 out of range"),
     ("--model_path=/nonexistent/diffusion.pt", "diffusion checkpoint (--model_path) not found"),
     ("--eval_classifier_path=/nonexistent/eval.pt", "evaluation classifier"),
+    ("--per_direction=2", "not with --dataset_dir or --num_identities"),
 ])
 def test_bad_input_is_one_clear_error(models, tmp_path, capsys, flag, message):
     out = tmp_path / "bad"
