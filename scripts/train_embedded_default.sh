@@ -33,7 +33,7 @@ classifier() {
 eval_classifier() {
     python preprocess/encoder_train.py --world_size 1 --rank 0 --multiprocessing_distributed True \
         --nprocs "$NPROC" --num_threads 1 --data_dir "$RUN_DIR/data/synth64_s1" --exp_dir "$RUN_DIR/eval_classifier" \
-        --arch resnet34_3stage --batch_size 64 --max_steps 1500 --learning_rate 1e-3 --input_size 64 \
+        --arch resnet18_3stage --batch_size 64 --max_steps 3000 --learning_rate 1e-3 --input_size 64 \
         --save_interval 500 --seed 1 --split_seed 1
 }
 
