@@ -205,7 +205,7 @@ def has_active_terms(cfg, classifier=None, lpips_fn=None, id_fn=None):
 
 def make_cond_fn(diffusion, model, classifier, problem, cfg, lpips_fn=None, id_fn=None, log=None):
     """Build cond_fn(x, t, **model_kwargs) -> -d(loss)/dx for `diffusion`'s samplers, or None
-    when no loss term is active.
+    when no loss term is active or no image has anything to edit.
 
     A step whose gradient is not finite is skipped (zero gradient) with a warning. Images with
     nothing to edit get no gradient, and `cfg.max_step` caps each step's move (module docstring).
@@ -215,6 +215,8 @@ def make_cond_fn(diffusion, model, classifier, problem, cfg, lpips_fn=None, id_f
     if not has_active_terms(cfg, classifier, lpips_fn, id_fn):
         return None
     edited = problem.edit_mask.amax(dim=1).view(-1, *([1] * (problem.x_origin.dim() - 1)))
+    if not bool(edited.any()):
+        return None  # only reconstructions: no guidance to compute
 
     def cond_fn(x, t, **_):
         with torch.enable_grad():

@@ -6,6 +6,7 @@ the synthetic faces of a held-out seed):
     images/editing_identities.png       8 identities, each edited by one attribute
     images/cycle_schemas.png            step-to-origin vs step-by-step on the same inputs
     images/reconstruction.png           inputs vs DDIM-inversion and edit-friendly reconstructions
+    images/diffusion_samples.png        samples of the diffusion model under held-out faces' attributes
 
     python scripts/make_figures.py [--preset fast] [--out_dir images]
 """
@@ -84,16 +85,36 @@ def figure_schemas(editor, preset, indices, seed):
 
 
 def figure_reconstruction(editor, indices, seed):
+    """Attribute index 20 at full strength on the fast preset's 25 steps (no guidance applies: the
+    query equals the reference), through three inversions."""
     items = [(*load_dataset_item(HELD_OUT, index, editor.image_size), []) for index in indices]
     rows = [[to_uint8(it[0])[0] for it in items]]
     titles = ["input"]
-    # At the preset's edit strength: with few respaced steps, guidance at the noisiest levels of a
-    # full-strength edit overwhelms the image (see checkpoints/README.md).
     for name, overrides in (("DDIM inversion", dict(sampler="ddim", inversion="ddim")),
+                            ("DDIM inversion\n+3 fixed-point", dict(sampler="ddim", inversion="ddim",
+                                                                    inversion_fixed_point=3)),
                             ("edit-friendly", dict(inversion="ddpm_noise"))):
-        rows.append(edit_rows(editor, items, options("fast", **overrides), seed))
+        rows.append(edit_rows(editor, items, options("fast", edit_strength=1.0, **overrides), seed))
         titles.append(name)
     return labelled_grid(rows, row_titles=titles)
+
+
+def figure_samples(editor, indices, seed, per_row=6):
+    """Per held-out face: its render, then DDIM-25 samples of the model under its attribute vector."""
+    diffusion = editor.diffusion("ddim25")
+    rows, titles = [], []
+    for index in indices:
+        x, a = load_dataset_item(HELD_OUT, index, editor.image_size)
+        g = torch.Generator().manual_seed(seed + index)
+        noise = torch.randn((per_row, *x.shape[1:]), generator=g)
+        with torch.no_grad():
+            samples = diffusion.ddim_sample_loop(editor.model, noise.shape, noise=noise, clip_denoised=True,
+                                                 model_kwargs={"y": a.expand(per_row, -1)})
+        rows.append([to_uint8(x)[0]] + list(to_uint8(samples)))
+        on = [ATTRIBUTE_SHORT_NAMES[i] for i in range(len(a)) if a[i] > 0.5]
+        titles.append(f"face {index}:\n" + "\n".join(", ".join(on[j:j + 3]) for j in range(0, len(on), 3)))
+    captions = [["attributes\nof this face"] + [""] * per_row] + [[""] * (per_row + 1)] * (len(rows) - 1)
+    return labelled_grid(rows, captions, row_titles=titles)
 
 
 def main(argv=None):
@@ -104,6 +125,7 @@ def main(argv=None):
     p.add_argument("--out_dir", default="images")
     p.add_argument("--index", type=int, default=0, help="held-out identity of the all-attributes figure")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--only", default=None, help="comma list of figure names to redraw (default: all)")
     args = p.parse_args(argv)
     try:
         editor = AttributeEditor(args.model_path, args.classifier_path, device="cpu")
@@ -115,8 +137,15 @@ def main(argv=None):
             "editing_identities.png": lambda: figure_identities(editor, opts, indices, args.seed),
             "cycle_schemas.png": lambda: figure_schemas(editor, args.preset, indices[:6], args.seed),
             "reconstruction.png": lambda: figure_reconstruction(editor, indices, args.seed),
+            "diffusion_samples.png": lambda: figure_samples(editor, [0, 1, 4, 5], args.seed),
         }
+        wanted = set(args.only.split(",")) if args.only else set(figures)
+        unknown = wanted - set(figures)
+        if unknown:
+            raise ValueError(f"unknown figure {', '.join(sorted(unknown))}; choose from {', '.join(figures)}")
         for name, make in figures.items():
+            if name not in wanted:
+                continue
             path = os.path.join(args.out_dir, name)
             save_image_atomic(make(), path)
             print(f"wrote {path}")

@@ -207,6 +207,8 @@ def test_reconstruction_in_a_guided_batch_stays_exact(assets):
     unguided = ae.EditOptions(timestep_respacing="10", edit_strength=0.6, cycle_schema="none", weights=NO_GUIDANCE)
     plain = editor.edit(x, a, q, unguided, seeds=[1, 2]).images
     assert (plain[1] - res.images[1]).abs().max() > 1e-3
+    # A batch of reconstructions only skips the guidance evaluations altogether.
+    assert editor.edit(x, a, a, opts, seeds=[1, 2]).unet_evals == 6 + 6
 
 
 @pytest.mark.parametrize("sampler,inversion", [("ddpm", "ddpm_noise"), ("ddim", "ddim")])
