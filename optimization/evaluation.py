@@ -297,9 +297,10 @@ def plot_summary(overall, per_attribute, path, fidelity, fidelity_label):
     fig = Figure(figsize=(6 + 0.45 * max(len(attributes), 4), 4.8), constrained_layout=True)
     FigureCanvasAgg(fig)
     left, right = fig.subplots(1, 2, gridspec_kw=dict(width_ratios=[1.3, 1]))
-    for s in overall:
+    for i, s in enumerate(overall):
         left.scatter(100 * s["success"], s[fidelity], s=36)
-        left.annotate(s["method"], (100 * s["success"], s[fidelity]), fontsize=7, xytext=(4, 3),
+        # Alternate labels above / below: variants of one method often land on nearly the same point.
+        left.annotate(s["method"], (100 * s["success"], s[fidelity]), fontsize=7, xytext=(4, 3 if i % 2 else -9),
                       textcoords="offset points")
     left.set_xlim(-5, 105)
     left.set_xlabel("edit success (%)")
