@@ -198,6 +198,11 @@ class GaussianDiffusion:
         }
         self.mse_loss_weights = self._min_snr_weights(snr_gamma)
 
+    def sampling_variance(self):
+        """[T] variance of each DDPM step: the fixed one, or for a learned variance its lower end
+        (the posterior variance)."""
+        return self._fixed_variances.get(self.model_var_type, (self.posterior_variance, None))[0]
+
     def _min_snr_weights(self, snr_gamma):
         """Per-timestep MSE weights [T] (see the class docstring)."""
         if snr_gamma is None:

@@ -179,13 +179,13 @@ def guidance_losses(diffusion, model, classifier, problem, cfg, x, t, lpips_fn=N
 def guidance_step_scale(diffusion, t, sampler, like):
     """s [N, 1, 1, 1] such that the sampler moves x_{t-1} by s * cond_fn(x_t, t).
 
-    DDPM (`condition_mean`): the step's variance (its fixed value; a learned variance is taken
-    at its lower end, the posterior variance, so the cap errs on the loose side). DDIM with eta = 0 (`condition_score`): eps moves by -sqrt(1 - abar_t) * g, hence
-    x_{t-1} by sqrt(1 - abar_t) * (sqrt(abar_{t-1}) sqrt(1 - abar_t) / sqrt(abar_t) - sqrt(1 - abar_{t-1})) * g.
+    DDPM (`condition_mean`): the step's variance (a learned one taken at its lower end, so the
+    cap errs on the loose side). DDIM with eta = 0 (`condition_score`): eps moves by
+    -sqrt(1 - abar_t) * g, hence x_{t-1} by
+    sqrt(1 - abar_t) * (sqrt(abar_{t-1}) sqrt(1 - abar_t) / sqrt(abar_t) - sqrt(1 - abar_{t-1})) * g.
     """
     if sampler == "ddpm":
-        variance, _ = diffusion._fixed_variances.get(diffusion.model_var_type, (diffusion.posterior_variance, None))
-        return _at(variance, t, like)
+        return _at(diffusion.sampling_variance(), t, like)
     abar = _at(diffusion.alphas_cumprod, t, like)
     abar_prev = _at(diffusion.alphas_cumprod_prev, t, like)
     return ((1 - abar).sqrt() * (abar_prev.sqrt() * (1 - abar).sqrt() / abar.sqrt() - (1 - abar_prev).sqrt())).abs()
