@@ -32,6 +32,7 @@ _PAPER = dict(
     id_lambda=500.0,
     preserve_lambda=0.0,
     guidance_max_step=0.0,
+    cfg_scale=1.0,
 )
 PRESETS = {
     "paper": _PAPER,
@@ -107,6 +108,10 @@ def build_parser():
                    help="step-by-step target: q_sample of the input (paper) or the inversion latent")
     g.add_argument("--guidance_max_step", type=float, default=None,
                    help="cap on how far guidance moves the image in one step (RMS, [-1, 1] units; 0 = no cap)")
+    g.add_argument("--cfg_scale", type=float, default=None,
+                   help="classifier-free guidance from the reference attributes to the query ones: "
+                        "eps(a_ref) + s * (eps(a_q) - eps(a_ref)); 1 = the plain conditional model "
+                        "(the paper), > 1 amplifies the model's own edit (one more UNet call per step)")
     g.add_argument("--no_blend", dest="blend_x0", action="store_false",
                    help="feed the classifier x0_hat instead of the paper's blend of x0_hat and x_t")
     for name in ("attribute_guidance_lambda", "cycle_reconstruct_lambda", "range_lambda",

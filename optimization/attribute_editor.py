@@ -19,7 +19,7 @@ from preprocess.attributes import ATTRIBUTE_NAMES, EDITABLE_ATTRIBUTES, RECONSTR
 from preprocess.classifier import load_classifier
 
 from . import metrics
-from .guidance import EditProblem, GuidanceConfig, GuidanceWeights, make_cond_fn
+from .guidance import AttributeContrastModel, EditProblem, GuidanceConfig, GuidanceWeights, make_cond_fn
 from .losses import load_lpips
 from .visualization import labelled_grid, save_gif, save_image_atomic
 
@@ -160,6 +160,7 @@ class EditOptions:
     cycle_target: str = "inversion"
     blend_x0: bool = True
     guidance_max_step: float = 0.0
+    cfg_scale: float = 1.0
     weights: GuidanceWeights = field(default_factory=GuidanceWeights)
 
     def __post_init__(self):
@@ -169,6 +170,8 @@ class EditOptions:
             raise ValueError("inversion 'ddpm_noise' stores DDPM noise: it needs sampler 'ddpm'")
         if self.skip_timesteps is None and not 0 < self.edit_strength <= 1:
             raise ValueError(f"edit_strength must be in (0, 1]; got {self.edit_strength}")
+        if not self.cfg_scale >= 0:
+            raise ValueError(f"cfg_scale must be >= 0 (1 = the plain conditional model); got {self.cfg_scale}")
         self.guidance_config()
 
     def guidance_config(self):
@@ -183,7 +186,7 @@ class EditOptions:
                    inversion=args.inversion, inversion_fixed_point=args.inversion_fixed_point,
                    cycle_schema=args.cycle_schema,
                    cycle_target=args.cycle_target, blend_x0=args.blend_x0,
-                   guidance_max_step=args.guidance_max_step, weights=weights)
+                   guidance_max_step=args.guidance_max_step, cfg_scale=args.cfg_scale, weights=weights)
 
     @classmethod
     def from_preset(cls, preset, **overrides):
@@ -339,19 +342,22 @@ class AttributeEditor:
         # Guided sampling under the query attributes.
         problem.origin_trajectory = trajectory
         cfg = opts.guidance_config()
+        model = self.model
+        if opts.cfg_scale != 1.0 and self.conditional:
+            model = AttributeContrastModel(self.model, a_ref, opts.cfg_scale)
         log = []
-        cond_fn = make_cond_fn(diffusion, self.model, self.classifier, problem, cfg,
+        cond_fn = make_cond_fn(diffusion, model, self.classifier, problem, cfg,
                                lpips_fn=self.lpips_fn, id_fn=self.id_fn, log=log)
         common = dict(noise=x_t, clip_denoised=False, cond_fn=cond_fn, model_kwargs=problem.model_kwargs(a_q),
                       device=self.device, progress=progress, num_steps=k)
         if opts.sampler == "ddim":
-            loop = diffusion.ddim_sample_loop_progressive(self.model, x.shape, eta=0.0, **common)
+            loop = diffusion.ddim_sample_loop_progressive(model, x.shape, eta=0.0, **common)
         else:
             if noise_sequence is None:  # plain DDPM: fresh noise per step, none at the last one
                 noise_sequence = [torch.zeros_like(x)] + [
                     _per_sample_noise([s + 104729 * j for s in seeds], shape, self.device, self.dtype)
                     for j in range(1, k)]
-            loop = diffusion.p_sample_loop_progressive(self.model, x.shape, noise_sequence=noise_sequence, **common)
+            loop = diffusion.p_sample_loop_progressive(model, x.shape, noise_sequence=noise_sequence, **common)
         frames = []
         final = None
         for out in loop:

@@ -98,6 +98,37 @@ class GuidanceConfig:
             raise ValueError(f"max_step must be >= 0 (0 = no cap); got {self.max_step}")
 
 
+class AttributeContrastModel(torch.nn.Module):
+    """Classifier-free guidance from the reference attributes towards the query ones.
+
+    eps = eps(x, a_ref) + scale * (eps(x, y) - eps(x, a_ref)): the conditional model's own notion
+    of the edit, amplified for scale > 1 (1 is the plain model). No null label is needed, since
+    the contrast is between two attribute vectors the model was trained on. Rows called with
+    y == a_ref (the inversion, the cycle term's reference pass, reconstructions) get the plain
+    model's output. A learned variance is taken from the query pass. Costs a second UNet call
+    whenever some row has y != a_ref.
+
+    :param a_ref: [N, A] the reference attributes of the N images the model is called on.
+    """
+
+    def __init__(self, model, a_ref, scale):
+        super().__init__()
+        self.model, self.a_ref, self.scale = model, a_ref, float(scale)
+
+    def forward(self, x, t, y=None, **kwargs):
+        out = self.model(x, t, y=y, **kwargs)
+        if y is None or self.scale == 1.0:
+            return out
+        differs = (y != self.a_ref).any(dim=1)
+        if not bool(differs.any()):
+            return out
+        ref = self.model(x, t, y=self.a_ref, **kwargs)
+        c = x.shape[1]
+        eps = ref[:, :c] + self.scale * (out[:, :c] - ref[:, :c])
+        eps = torch.where(differs.view(-1, *([1] * (x.dim() - 1))), eps, out[:, :c])
+        return torch.cat([eps, out[:, c:]], dim=1)
+
+
 def _at(array, t, like):
     """Gather numpy `array` at integer timesteps t [N] into a [N, 1, 1, 1] tensor like `like`."""
     values = torch.as_tensor(array, device=like.device, dtype=like.dtype)[t]

@@ -10,7 +10,7 @@ import torch
 
 from guided_diffusion.script_util import create_model_and_diffusion, model_and_diffusion_defaults, save_model_config
 from optimization import attribute_editor as ae
-from optimization.guidance import EditProblem, GuidanceConfig, GuidanceWeights, guidance_losses
+from optimization.guidance import AttributeContrastModel, EditProblem, GuidanceConfig, GuidanceWeights, guidance_losses
 from preprocess.classifier import AttributeClassifier
 
 SIZE = 16
@@ -246,6 +246,56 @@ def test_guidance_max_step_caps_each_move(assets, sampler, inversion):
     assert float(free.min()) > 0.2  # the uncapped move is large: the cap has work to do
     capped = rms_move(0.05)
     assert torch.allclose(capped, torch.full_like(capped, 0.05), rtol=1e-6)
+
+
+def test_attribute_contrast_model_is_classifier_free_guidance_between_two_vectors(assets):
+    from guided_diffusion.script_util import load_diffusion_model
+    for name in ("rough", "learned_sigma"):
+        if name == "learned_sigma":
+            folder = assets["root"] / "learned_sigma"
+            folder.mkdir(exist_ok=True)
+            path = save_tiny_model(str(folder), scale=0.05, seed=3, learn_sigma=True)
+        else:
+            path = assets[name]
+        model, _, _ = load_diffusion_model(path, device="cpu")
+        model = model.double()
+        x, a = smooth_image(3, seed=5).double(), attrs(3, seed=5).double()
+        q = a.clone()
+        q[:2] = ae.query_from_indices(a[:2], [9])  # row 2 is a reconstruction
+        t = torch.tensor([40, 40, 40])
+        with torch.no_grad():
+            plain_q, plain_ref = model(x, t, y=q), model(x, t, y=a)
+            assert (plain_q[:2, :3] - plain_ref[:2, :3]).abs().max() > 1e-4  # the condition matters
+            assert torch.equal(AttributeContrastModel(model, a, 1.0)(x, t, y=q), plain_q)
+            out = AttributeContrastModel(model, a, 3.0)(x, t, y=q)
+            assert torch.allclose(out[:2, :3], plain_ref[:2, :3] + 3 * (plain_q[:2, :3] - plain_ref[:2, :3]))
+            assert torch.equal(out[2], plain_q[2])            # y == a_ref: the plain model
+            assert torch.equal(out[:, 3:], plain_q[:, 3:])    # a learned variance from the query pass
+            # Called under the reference attributes (inversion, cycle term) it is the plain model.
+            assert torch.equal(AttributeContrastModel(model, a, 3.0)(x, t, y=a), plain_ref)
+
+
+def test_cfg_scale_moves_the_edit_along_the_conditional_direction(assets):
+    editor = ae.AttributeEditor(assets["rough"], None, device="cpu", dtype=torch.float64)
+    x, a = smooth_image(2, seed=6), attrs(2, seed=6)
+    q = a.clone()
+    q[1] = ae.query_from_indices(a[1], [9])
+
+    def run(scale):
+        opts = ae.EditOptions(timestep_respacing="8", edit_strength=0.75, cycle_schema="none",
+                              weights=NO_GUIDANCE, cfg_scale=scale)
+        return editor.edit(x, a, q, opts, seeds=[3, 4])
+
+    plain, twice = run(1.0), run(2.0)
+    # The reconstruction stays exact; the edit moves further from the input with a larger scale,
+    # at one more UNet call per sampling step.
+    assert float(ae.metrics.psnr(twice.images[:1], x[:1].double())[0]) >= 60
+    d_plain = (plain.images[1] - x[1]).abs().mean()
+    d_twice = (twice.images[1] - x[1]).abs().mean()
+    assert d_twice > d_plain > 1e-4
+    assert twice.unet_evals == plain.unet_evals + 6
+    with pytest.raises(ValueError, match="cfg_scale"):
+        ae.EditOptions(cfg_scale=-1)
 
 
 def test_unconditional_model_runs_with_guidance(assets):
