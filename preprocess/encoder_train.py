@@ -625,8 +625,27 @@ def setup_process(rank, world_size, local_rank, local_count, args):
     return device
 
 
-def spawned_worker(local_rank, args, images, attributes, resume_path, local_count, world_size):
+def _die_with_parent(parent_pid):
+    """Ask Linux to SIGTERM this process when its parent dies (a killed launcher leaves no workers
+    writing to exp_dir). Elsewhere a no-op."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except OSError:
+        return
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def spawned_worker(local_rank, args, images, attributes, resume_path, local_count, world_size, parent_pid=None):
     """Entry of a process started by torch.multiprocessing (one per local device)."""
+    if parent_pid is not None:
+        _die_with_parent(parent_pid)
     rank = args.rank * local_count + local_rank
     device = setup_process(rank, world_size, local_rank, local_count, args)
     train(rank, world_size, device, args, images, attributes, resume_path)
@@ -704,7 +723,7 @@ def run_training(args):
     attributes.share_memory_()
     mp.spawn(
         spawned_worker,
-        args=(args, images, attributes, resume_path, local_count, world_size),
+        args=(args, images, attributes, resume_path, local_count, world_size, os.getpid()),
         nprocs=local_count,
     )
 

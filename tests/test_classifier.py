@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -400,3 +401,31 @@ def test_three_stage_trunks_are_smaller_and_recognised_from_weights(tmp_path):
         assert loaded.opts["arch"] == arch
         x = torch.rand(2, 3, 32, 32) * 2 - 1
         assert torch.equal(loaded(x), small.eval()(x))
+
+
+def _is_gone(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return any(line.startswith("State:") and ("Z" in line or "X" in line) for line in f)
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
+def test_spawned_workers_die_with_a_killed_launcher(tmp_path):
+    # A launcher killed with SIGKILL (no chance to clean up) must not leave its training workers
+    # running and writing to exp_dir: each worker asks the kernel for SIGTERM on its parent's death.
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    worker = ("import os, sys, time; sys.path.insert(0, %r); from preprocess import encoder_train; "
+              "encoder_train._die_with_parent(os.getppid()); print('ready', flush=True); time.sleep(60)") % root
+    launcher = ("import subprocess, sys, time; p = subprocess.Popen([sys.executable, '-c', %r], stdout=subprocess.PIPE, "
+                "text=True); assert p.stdout.readline().strip() == 'ready'; print(p.pid, flush=True); time.sleep(60)") % worker
+    parent = subprocess.Popen([sys.executable, "-c", launcher], stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    assert not _is_gone(child)
+    parent.kill()
+    parent.wait()
+    deadline = time.time() + 10
+    while not _is_gone(child) and time.time() < deadline:
+        time.sleep(0.1)
+    assert _is_gone(child)
