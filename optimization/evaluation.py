@@ -45,6 +45,8 @@ METHODS = {
     "cyclediff_sbs_inversion_paper": ("paper", dict(cycle_schema="step_by_step", cycle_target="inversion")),
     # Classifier guidance (attribute + range terms) without the cycle term.
     "guidance_no_cycle_fast": ("fast", dict(cycle_schema="none", cycle_reconstruct_lambda=0.0)),
+    # The conditional model alone (with the preset's cfg_scale) on the edit-friendly inversion.
+    "conditional_only_fast": ("fast", dict(cycle_schema="none", **NO_GUIDANCE)),
     # DDIM inversion under a_ref, plain conditional DDIM sampling under a_q.
     "ddim_conditional_fast": ("fast", dict(sampler="ddim", inversion="ddim", cycle_schema="none", **NO_GUIDANCE)),
     # SDEdit: the input noised to the start level, conditional DDPM denoising under a_q.
@@ -90,7 +92,9 @@ def describe_options(opts, total_steps):
     cycle = "none" if opts.cycle_schema == "none" or not w.cycle_reconstruct_lambda else (
         opts.cycle_schema + (f"/{opts.cycle_target}" if opts.cycle_schema == "step_by_step" else ""))
     return (f"{opts.sampler} on {opts.timestep_respacing or total_steps} steps, strength {opts.edit_strength:g}, "
-            f"inversion {opts.inversion}, cycle {cycle}, lambdas: {lambdas or 'none'}")
+            f"inversion {opts.inversion}, cycle {cycle}, lambdas: {lambdas or 'none'}"
+            + (f", cap {opts.guidance_max_step:g}" if opts.guidance_max_step and lambdas else "")
+            + (f", cfg {opts.cfg_scale:g}" if opts.cfg_scale != 1 else ""))
 
 
 # --------------------------------------------------------------------------- per-edit metrics

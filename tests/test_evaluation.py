@@ -14,6 +14,7 @@ import torch
 
 from guided_diffusion.script_util import create_model_and_diffusion, model_and_diffusion_defaults, save_model_config
 from optimization import evaluation as ev
+from optimization.arguments import PRESETS
 from optimization.attribute_editor import to_tensor
 from preprocess.classifier import AttributeClassifier
 from preprocess.synthetic_faces import example_face, render
@@ -201,7 +202,7 @@ def test_frechet_distance_of_features_low_rank_path_equals_the_covariance_path()
 def test_method_table_builds_the_presets_and_baselines():
     assert {"cyclediff_s2o_fast", "cyclediff_sbs_noised_fast", "cyclediff_sbs_inversion_fast", "cyclediff_s2o_paper",
             "cyclediff_sbs_noised_paper", "cyclediff_sbs_inversion_paper", "guidance_no_cycle_fast",
-            "ddim_conditional_fast", "sdedit_fast"} == set(ev.METHODS)
+            "conditional_only_fast", "ddim_conditional_fast", "sdedit_fast"} == set(ev.METHODS)
     opts = {m: ev.method_options(m) for m in ev.METHODS}
     assert opts["cyclediff_sbs_noised_paper"].cycle_schema == "step_by_step"
     assert opts["cyclediff_sbs_noised_paper"].cycle_target == "noised_origin"
@@ -213,6 +214,8 @@ def test_method_table_builds_the_presets_and_baselines():
     ddim = opts["ddim_conditional_fast"]
     assert (ddim.sampler, ddim.inversion) == ("ddim", "ddim") and not any(vars(ddim.weights).values())
     assert opts["sdedit_fast"].inversion == "sdedit" and not any(vars(opts["sdedit_fast"].weights).values())
+    only = opts["conditional_only_fast"]
+    assert (only.inversion, only.cycle_schema) == ("ddpm_noise", "none") and not any(vars(only.weights).values())
     assert ev.method_options("cyclediff_s2o_paper", paper_steps=50).timestep_respacing == "50"
     assert ev.method_options("cyclediff_s2o_fast", paper_steps=50).timestep_respacing == "25"
     assert ev.method_options("cyclediff_s2o_fast", steps=4).timestep_respacing == "4"
@@ -300,12 +303,15 @@ def test_every_method_runs_end_to_end(reference_run):
     assert len(rows) == len(ev.METHODS) * 2 * 2
     assert [tuple(r) for r in csv.reader(open(out / "results.csv"))][0] == ev.SYNTHETIC_COLUMNS
     # UNet evaluations per image from the step counts: k = round(strength * STEPS) steps inverted and
-    # re-sampled, guidance costs one (x0_hat) or two (x0_hat + cycle) more per step.
+    # re-sampled, guidance costs one (x0_hat) or two (x0_hat + cycle) more per step; with cfg_scale != 1
+    # every pass under the query attributes (sampling, x0_hat) is two.
     k_fast, k_paper = round(0.6 * STEPS), STEPS
-    expected = {"cyclediff_s2o_fast": 4 * k_fast, "cyclediff_sbs_noised_fast": 4 * k_fast,
-                "cyclediff_sbs_inversion_fast": 4 * k_fast, "cyclediff_s2o_paper": 4 * k_paper,
+    c = 2 if PRESETS["fast"]["cfg_scale"] != 1 else 1
+    expected = {"cyclediff_s2o_fast": (2 + 2 * c) * k_fast, "cyclediff_sbs_noised_fast": (2 + 2 * c) * k_fast,
+                "cyclediff_sbs_inversion_fast": (2 + 2 * c) * k_fast, "cyclediff_s2o_paper": 4 * k_paper,
                 "cyclediff_sbs_noised_paper": 4 * k_paper, "cyclediff_sbs_inversion_paper": 4 * k_paper,
-                "guidance_no_cycle_fast": 3 * k_fast, "ddim_conditional_fast": 2 * k_fast, "sdedit_fast": k_fast}
+                "guidance_no_cycle_fast": (1 + 2 * c) * k_fast, "conditional_only_fast": (1 + c) * k_fast,
+                "ddim_conditional_fast": (1 + c) * k_fast, "sdedit_fast": c * k_fast}
     for r in rows:
         assert float(r["unet_evals"]) == expected[r["method"]], r["method"]
         assert r["success"] in ("0", "1") and 0 <= float(r["preservation"]) <= 1
