@@ -42,10 +42,13 @@ PRESETS = {
     # step's guidance move (28 probe edits: preservation 0.936 -> 0.961, PSNR to the ground truth
     # 22.8 -> 25.5 dB, success 0.75 -> 0.68); the step-by-step schema against the inversion latent
     # (308 edits each: success 79.2 % vs 76.9 %, PSNR 30.4 vs 26.7 dB for step-to-origin).
+    # cfg_scale 2 with preserve weight 10: the classifier gradient alone often fools the guidance
+    # classifier without a visible edit; amplifying the conditional model's own direction makes the
+    # edits real (42 probe edits on the step-9,500 model: success 0.86 -> 0.95; cfg 3 no better).
     "fast": {**_PAPER, **dict(timestep_respacing="25", edit_strength=0.6, inversion="ddpm_noise",
                               cycle_schema="step_by_step", cycle_target="inversion",
                               attribute_guidance_lambda=10.0, lpips_sim_lambda=0.0, id_lambda=0.0,
-                              guidance_max_step=0.02)},
+                              preserve_lambda=10.0, guidance_max_step=0.02, cfg_scale=2.0)},
 }
 DEFAULT_PRESET = "fast"
 
