@@ -105,8 +105,8 @@ class AttributeContrastModel(torch.nn.Module):
     of the edit, amplified for scale > 1 (1 is the plain model). No null label is needed, since
     the contrast is between two attribute vectors the model was trained on. Rows called with
     y == a_ref (the inversion, the cycle term's reference pass, reconstructions) get the plain
-    model's output. A learned variance is taken from the query pass. Costs a second UNet call
-    whenever some row has y != a_ref.
+    model's output. A learned variance is taken from the query pass. Costs a second UNet call,
+    on the rows with y != a_ref only, whenever there are some.
 
     :param a_ref: [N, A] the reference attributes of the N images the model is called on.
     """
@@ -115,17 +115,17 @@ class AttributeContrastModel(torch.nn.Module):
         super().__init__()
         self.model, self.a_ref, self.scale = model, a_ref, float(scale)
 
-    def forward(self, x, t, y=None, **kwargs):
-        out = self.model(x, t, y=y, **kwargs)
+    def forward(self, x, t, y=None):
+        out = self.model(x, t, y=y)
         if y is None or self.scale == 1.0:
             return out
         differs = (y != self.a_ref).any(dim=1)
         if not bool(differs.any()):
             return out
-        ref = self.model(x, t, y=self.a_ref, **kwargs)
         c = x.shape[1]
-        eps = ref[:, :c] + self.scale * (out[:, :c] - ref[:, :c])
-        eps = torch.where(differs.view(-1, *([1] * (x.dim() - 1))), eps, out[:, :c])
+        ref = self.model(x[differs], t[differs], y=self.a_ref[differs])[:, :c]
+        eps = out[:, :c].clone()
+        eps[differs] = ref + self.scale * (eps[differs] - ref)
         return torch.cat([eps, out[:, c:]], dim=1)
 
 
