@@ -54,14 +54,23 @@ METHODS = {
 }
 
 
-def parse_methods(text):
-    """'all' or a comma list of METHODS names -> list of names (in the given order)."""
+# Not a method: the renderer's counterfactual of each synthetic input, scored like an edit. It is
+# the ceiling the evaluation classifier allows: a perfect edit scores exactly this.
+GROUND_TRUTH = "ground_truth"
+
+
+def parse_methods(text, synthetic=True):
+    """'all' or a comma list of METHODS names (or GROUND_TRUTH on synthetic inputs) -> list of names
+    (in the given order; 'all' adds GROUND_TRUTH last on synthetic inputs)."""
     if text is None or str(text).strip() == "all":
-        return list(METHODS)
+        return list(METHODS) + ([GROUND_TRUTH] if synthetic else [])
     names = [n.strip() for n in str(text).split(",") if n.strip()]
-    unknown = [n for n in names if n not in METHODS]
+    if GROUND_TRUTH in names and not synthetic:
+        raise ValueError(f"method {GROUND_TRUTH} needs synthetic inputs (real images have no counterfactual)")
+    known = list(METHODS) + [GROUND_TRUTH]
+    unknown = [n for n in names if n not in known]
     if unknown or not names:
-        raise ValueError(f"unknown method {', '.join(unknown) or repr(text)}; choose from: {', '.join(METHODS)}")
+        raise ValueError(f"unknown method {', '.join(unknown) or repr(text)}; choose from: {', '.join(known)}")
     if len(set(names)) != len(names):
         raise ValueError(f"method listed twice in {text!r}")
     return names

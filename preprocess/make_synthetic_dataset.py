@@ -2,7 +2,7 @@
 Write a synthetic-faces dataset (the project's embedded default data).
 
     python preprocess/make_synthetic_dataset.py --out DIR --num_images 30000 \
-        --image_size 64 --seed 0
+        --image_size 64 --seed 0 [--attributes independent]
 
 Layout (DESIGN §4): ``00000.png`` ..., ``attributes.pt`` (float [N, 20] of
 0/1), ``attributes.txt`` (CelebA text format) and ``identities.json`` (each
@@ -49,19 +49,23 @@ def _render_chunk(job):
 
     :return: list of (identity, attributes list) for those faces.
     """
-    directory, seed, start, stop, count, image_size = job
+    directory, seed, start, stop, count, image_size, sampling = job
     faces = []
     for index in range(start, stop):
-        identity, attributes = example_face(seed, index)
+        identity, attributes = example_face(seed, index, sampling)
         pixels = render(identity, attributes, image_size)
         Image.fromarray(pixels).save(os.path.join(directory, image_filename(index, count)))
         faces.append((identity, attributes.tolist()))
     return faces
 
 
-def make_dataset(out, num_images, image_size=64, seed=0, workers=2, overwrite=False, progress=True):
+def make_dataset(out, num_images, image_size=64, seed=0, workers=2, overwrite=False, progress=True,
+                 sampling="celeba"):
     """
     Render ``num_images`` faces of dataset ``seed`` into the directory ``out``.
+
+    :param sampling: attribute statistics, "celeba" (correlated like CelebA: the
+        training data) or "independent" (fair coins: for an evaluation classifier).
 
     :param workers: processes rendering in parallel (1 renders in this process).
     :param overwrite: replace an existing ``out``; otherwise it is an error.
@@ -70,6 +74,7 @@ def make_dataset(out, num_images, image_size=64, seed=0, workers=2, overwrite=Fa
         raise ValueError(f"--num_images must be positive, got {num_images}")
     if workers < 1:
         raise ValueError(f"--workers must be at least 1, got {workers}")
+    example_face(seed, 0, sampling)  # a bad sampling name fails before anything is written
     render(example_face(seed, 0)[0], np.zeros(len(ATTRIBUTE_NAMES), dtype=np.int64), image_size)
     out = os.path.abspath(out)
     if os.path.exists(out) and not overwrite:
@@ -82,7 +87,7 @@ def make_dataset(out, num_images, image_size=64, seed=0, workers=2, overwrite=Fa
     os.chmod(building, 0o777 & ~umask)  # mkdtemp makes it private
     try:
         jobs = [
-            (building, seed, start, min(start + CHUNK, num_images), num_images, image_size)
+            (building, seed, start, min(start + CHUNK, num_images), num_images, image_size, sampling)
             for start in range(0, num_images, CHUNK)
         ]
         faces = []
@@ -101,7 +106,7 @@ def make_dataset(out, num_images, image_size=64, seed=0, workers=2, overwrite=Fa
                     bar.update(len(chunk))
         filenames = [image_filename(i, num_images) for i in range(num_images)]
         write_attributes(building, filenames, np.array([a for _, a in faces]))
-        record = identities_header(seed, image_size)
+        record = identities_header(seed, image_size, sampling)
         record["faces"] = [
             {"file": name, "identity": identity, "attributes": attributes}
             for name, (identity, attributes) in zip(filenames, faces)
@@ -120,11 +125,16 @@ def main(argv=None):
     parser.add_argument("--num_images", type=int, default=30000)
     parser.add_argument("--image_size", type=int, default=64, help="32..256")
     parser.add_argument("--seed", type=int, default=0, help="dataset seed; another seed gives other people")
+    parser.add_argument("--attributes", choices=["celeba", "independent"], default="celeba",
+                        help="attribute statistics: CelebA-like correlations (the training data) or "
+                             "independent fair coins within the renderer's hard rules (for an "
+                             "evaluation classifier that must not read one attribute from another)")
     parser.add_argument("--workers", type=int, default=2, help="rendering processes")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     args = parser.parse_args(argv)
     try:
-        out = make_dataset(args.out, args.num_images, args.image_size, args.seed, args.workers, args.overwrite)
+        out = make_dataset(args.out, args.num_images, args.image_size, args.seed, args.workers, args.overwrite,
+                           sampling=args.attributes)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -38,6 +38,7 @@ from optimization import evaluation as ev  # noqa: E402
 from optimization.arguments import DEFAULT_CLASSIFIER_PATH, DEFAULT_MODEL_PATH, REPO_ROOT  # noqa: E402
 from optimization.attribute_editor import (  # noqa: E402
     AttributeEditor,
+    EditResult,
     check_attribute_index,
     load_dataset_item,
     query_from_indices,
@@ -285,10 +286,14 @@ def run_edits(args, editor, eval_classifier, source, options, todo, columns, lpi
             a_q = torch.stack([query_from_indices(a_ref[j], [k] if k != RECONSTRUCTION_INDEX else [])
                                for j, (_, _, k) in enumerate(batch)])
             seeds = [args.seed + 1000 * i + k for _, i, k in batch]
-            result = editor.edit(x, a_ref, a_q, options[method], seeds=seeds)
-            probs_edited, probs_input = eval_classifier(result.images), eval_classifier(x)
             if isinstance(source, SyntheticFaces):
                 truth = torch.cat([source.ground_truth(i, a_q[j]) for j, (_, i, _) in enumerate(batch)])
+            if method == ev.GROUND_TRUTH:
+                result = EditResult(images=truth, unet_evals=0, seconds=0.0, frames=[], guidance_log=[])
+            else:
+                result = editor.edit(x, a_ref, a_q, options[method], seeds=seeds)
+            probs_edited, probs_input = eval_classifier(result.images), eval_classifier(x)
+            if isinstance(source, SyntheticFaces):
                 allowed = torch.cat([source.allowed_mask(i, k) for _, i, k in batch])
                 measures = ev.synthetic_edit_metrics(result.images, x, truth, allowed, probs_edited, probs_input,
                                                      a_ref, a_q)
@@ -384,7 +389,7 @@ def add_fid(args, source, rows, overall, inception):
 
 def check_flags(args, real):
     """Validate the flags before anything is loaded: (methods, attributes, evaluation classifier path or None)."""
-    methods = ev.parse_methods(args.methods)
+    methods = ev.parse_methods(args.methods, synthetic=not real)
     attributes = parse_attributes(args.attributes, real)
     if args.per_direction is not None and (real or args.num_identities is not None):
         raise ValueError("--per_direction picks synthetic identities itself: not with --dataset_dir or --num_identities")
@@ -415,7 +420,7 @@ def evaluate(args, comm, rank, world):
     if threads:
         torch.set_num_threads(threads)
 
-    options = {m: ev.method_options(m, args.steps, args.paper_steps) for m in methods}
+    options = {m: ev.method_options(m, args.steps, args.paper_steps) for m in methods if m != ev.GROUND_TRUTH}
     wants_lpips = any(o.weights.lpips_sim_lambda for o in options.values())
     editor = AttributeEditor(args.model_path, args.classifier_path, device=args.device, lpips=wants_lpips,
                              ir_se50_weights=args.ir_se50_weights)
@@ -450,6 +455,9 @@ def evaluate(args, comm, rank, world):
               f"classifier `{eval_path or args.classifier_path}`.",
               f"Seeds: edit of input i, attribute k uses {args.seed} + 1000 i + k."]
     notes += [f"`{m}`: {ev.describe_options(o, int(editor.config['diffusion_steps']))}." for m, o in options.items()]
+    if ev.GROUND_TRUTH in methods:
+        notes.append(f"`{ev.GROUND_TRUTH}`: no model, the renderer's counterfactual of each input scored as an "
+                     "edit: the most the evaluation classifier lets any method reach.")
     notes.append("unet_evals: UNet evaluations each image went through (inversion and guidance included); "
                  "seconds: wall time of its batch divided by the batch size.")
 

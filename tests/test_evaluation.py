@@ -221,6 +221,10 @@ def test_method_table_builds_the_presets_and_baselines():
     assert ev.method_options("cyclediff_s2o_fast", steps=4).timestep_respacing == "4"
     with pytest.raises(ValueError, match="unknown method nope"):
         ev.parse_methods("sdedit_fast,nope")
+    assert ev.parse_methods("all") == list(ev.METHODS) + [ev.GROUND_TRUTH]
+    assert ev.parse_methods("all", synthetic=False) == list(ev.METHODS)
+    with pytest.raises(ValueError, match="needs synthetic inputs"):
+        ev.parse_methods("sdedit_fast,ground_truth", synthetic=False)
 
 
 # --------------------------------------------------------------------------- the script on tiny models
@@ -300,7 +304,14 @@ def reference_run(models, tmp_path_factory):
 def test_every_method_runs_end_to_end(reference_run):
     out = reference_run
     rows = read_results(out)
-    assert len(rows) == len(ev.METHODS) * 2 * 2
+    assert len(rows) == (len(ev.METHODS) + 1) * 2 * 2
+    # The ground-truth pseudo-method is the counterfactual itself: exact fidelity, no model calls.
+    truth_rows = [r for r in rows if r["method"] == ev.GROUND_TRUTH]
+    assert len(truth_rows) == 4
+    for r in truth_rows:
+        assert float(r["l1_gt"]) == 0 and float(r["psnr_gt"]) >= 99 and float(r["unet_evals"]) == 0
+        assert float(r["l1_outside_mask"]) == 0
+    rows = [r for r in rows if r["method"] != ev.GROUND_TRUTH]
     assert [tuple(r) for r in csv.reader(open(out / "results.csv"))][0] == ev.SYNTHETIC_COLUMNS
     # UNet evaluations per image from the step counts: k = round(strength * STEPS) steps inverted and
     # re-sampled, guidance costs one (x0_hat) or two (x0_hat + cycle) more per step; with cfg_scale != 1
@@ -331,7 +342,7 @@ def test_every_method_runs_end_to_end(reference_run):
     assert abs(float(ev.metrics.psnr(edited, original)) - float(r["psnr_gt"])) > 0.3  # not the input
     md = (out / "results.md").read_text()
     assert "## Per method and attribute" in md and "9 Eyeglasses" in md and "respaced 4-step chain" in md
-    assert all(f"| {m} |" in md for m in ev.METHODS)
+    assert all(f"| {m} |" in md for m in list(ev.METHODS) + [ev.GROUND_TRUTH]) and "renderer's counterfactual" in md
     assert all((out / f"grid_{m}.png").is_file() for m in ev.METHODS) and (out / "summary.png").is_file()
     assert not [p for p in os.listdir(out) if ".tmp" in p]
 

@@ -136,6 +136,26 @@ def test_marginals_match_intended_table():
     assert samples[smiling, sf.MOUTH_OPEN].mean() > samples[~smiling, sf.MOUTH_OPEN].mean() + 0.3
 
 
+def test_independent_sampling_keeps_hard_rules_and_drops_correlations():
+    rng = np.random.default_rng(99)
+    samples = np.stack([sf.sample_attributes_independent(rng) for _ in range(5000)]).astype(float)
+    assert samples[:, list(sf.HAIR_COLOURS)].sum(axis=1).max() <= 1
+    assert not (samples[:, sf.STRAIGHT] * samples[:, sf.WAVY]).any()
+    assert not (samples[:, sf.BALD] * samples[:, sf.BANGS]).any()
+    for k in (sf.MALE, sf.LIPSTICK, sf.BEARD, sf.SMILING, sf.MOUTH_OPEN, sf.YOUNG, sf.EYEGLASSES):
+        assert abs(samples[:, k].mean() - 0.5) < 0.025, ATTRIBUTE_NAMES[k]
+    corr = np.corrcoef(samples.T)
+    # CelebA-like data ties these strongly (|r| 0.3-0.8); independent ones are within noise (~0.014 sd).
+    for i, j in ((sf.MALE, sf.LIPSTICK), (sf.MALE, sf.BEARD), (sf.MALE, sf.MAKEUP), (sf.SMILING, sf.MOUTH_OPEN)):
+        assert abs(corr[i, j]) < 0.05, (ATTRIBUTE_NAMES[i], ATTRIBUTE_NAMES[j])
+    celeba = sf.make_attributes(99, 3000).astype(float)
+    assert np.corrcoef(celeba.T)[sf.MALE, sf.LIPSTICK] < -0.5
+    # Same people whichever statistics: only the attributes differ.
+    assert sf.example_face(3, 7, "independent")[0] == sf.example_face(3, 7)[0]
+    with pytest.raises(ValueError, match="attribute sampling"):
+        sf.example_face(3, 7, "uniform")
+
+
 def test_seeds_give_disjoint_identities():
     first, second = sf.make_identities(0, 300), sf.make_identities(1, 300)
     encoded = {json.dumps(identity, sort_keys=True) for identity in first}
@@ -184,9 +204,20 @@ def test_make_dataset_layout_and_rerender(tmp_path):
         np.testing.assert_array_equal(stored, sf.render(face["identity"], face["attributes"], 32))
         identity, expected = sf.example_face(5, i)
         assert face["identity"] == identity and face["attributes"] == expected.tolist()
+    assert record["attribute_sampling"] == "celeba"
     _assert_no_leftovers(tmp_path)
     with pytest.raises(ValueError, match="already exists"):
         make_dataset(str(out), 3, image_size=32, seed=5, workers=1, progress=False)
+    independent = tmp_path / "independent"
+    make_dataset(str(independent), 12, image_size=32, seed=5, workers=1, progress=False, sampling="independent")
+    record = sf.read_identities(str(independent))
+    assert record["attribute_sampling"] == "independent"
+    expected = sf.make_attributes(5, 12, "independent")
+    np.testing.assert_array_equal(read_attributes(str(independent)).long().numpy(), expected)
+    assert not np.array_equal(expected, sf.make_attributes(5, 12))
+    with pytest.raises(ValueError, match="attribute sampling"):
+        make_dataset(str(tmp_path / "bad"), 3, image_size=32, seed=5, workers=1, progress=False, sampling="x")
+    assert not (tmp_path / "bad").exists()
 
 
 def test_interrupted_make_dataset_leaves_nothing(tmp_path, monkeypatch):
