@@ -33,7 +33,6 @@ _PAPER = dict(
     preserve_lambda=0.0,
     guidance_max_step=0.0,
     cfg_scale=1.0,
-    classifier_views=1,
 )
 PRESETS = {
     "paper": _PAPER,
@@ -117,10 +116,6 @@ def build_parser():
                    help="classifier-free guidance from the reference attributes to the query ones: "
                         "eps(a_ref) + s * (eps(a_q) - eps(a_ref)); 1 = the plain conditional model "
                         "(the paper), > 1 amplifies the model's own edit (one more UNet call per pass under a_q)")
-    g.add_argument("--classifier_views", type=int, default=None,
-                   help="average the classifier terms over this many fixed flips / few-pixel shifts of "
-                        "the image (1-8; 1 = the paper's single view): gradients that only fool the "
-                        "classifier at one alignment cancel out")
     g.add_argument("--no_blend", dest="blend_x0", action="store_false",
                    help="feed the classifier x0_hat instead of the paper's blend of x0_hat and x_t")
     for name in ("attribute_guidance_lambda", "cycle_reconstruct_lambda", "range_lambda",

@@ -161,7 +161,6 @@ class EditOptions:
     blend_x0: bool = True
     guidance_max_step: float = 0.0
     cfg_scale: float = 1.0
-    classifier_views: int = 1
     weights: GuidanceWeights = field(default_factory=GuidanceWeights)
 
     def __post_init__(self):
@@ -177,8 +176,7 @@ class EditOptions:
 
     def guidance_config(self):
         return GuidanceConfig(weights=self.weights, cycle_schema=self.cycle_schema, cycle_target=self.cycle_target,
-                              sampler=self.sampler, blend_x0=self.blend_x0, max_step=self.guidance_max_step,
-                              classifier_views=self.classifier_views)
+                              sampler=self.sampler, blend_x0=self.blend_x0, max_step=self.guidance_max_step)
 
     @classmethod
     def from_args(cls, args):
@@ -188,8 +186,7 @@ class EditOptions:
                    inversion=args.inversion, inversion_fixed_point=args.inversion_fixed_point,
                    cycle_schema=args.cycle_schema,
                    cycle_target=args.cycle_target, blend_x0=args.blend_x0,
-                   guidance_max_step=args.guidance_max_step, cfg_scale=args.cfg_scale,
-                   classifier_views=args.classifier_views, weights=weights)
+                   guidance_max_step=args.guidance_max_step, cfg_scale=args.cfg_scale, weights=weights)
 
     @classmethod
     def from_preset(cls, preset, **overrides):

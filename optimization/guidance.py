@@ -13,8 +13,6 @@ and the loss is a weighted sum of
                                (`noised_origin`, the paper's) or the stored inversion latent
                                (`inversion`)
     range      pixels of x0_hat outside [-1, 1]
-(with `classifier_views` > 1 the attribute terms are averaged over fixed flips / shifts of x_in:
-a gradient that only fools the classifier at one pixel alignment cancels out, a real edit does not)
     lpips / id distances of x_in to x (only when their models are loaded)
 
 `make_cond_fn` returns -d(loss)/d(x_t), the guided-diffusion convention (ascend log p = descend loss).
@@ -36,10 +34,6 @@ from . import losses
 CYCLE_SCHEMAS = ("step_to_origin", "step_by_step", "none")
 CYCLE_TARGETS = ("noised_origin", "inversion")
 SAMPLERS = ("ddim", "ddpm")
-# Views the classifier sees when `classifier_views` > 1: (horizontal flip, dy, dx), identity first.
-# Flips and shifts of a few pixels keep every attribute (the classifiers were trained with flips).
-CLASSIFIER_VIEWS = ((False, 0, 0), (True, 0, 0), (False, 2, -2), (True, -2, 2),
-                    (False, -2, -1), (True, 1, -2), (False, 1, 2), (True, 2, 1))
 
 
 @dataclass
@@ -91,7 +85,6 @@ class GuidanceConfig:
     sampler: str = "ddim"
     blend_x0: bool = True
     max_step: float = 0.0
-    classifier_views: int = 1
 
     def __post_init__(self):
         for name, value, allowed in (
@@ -103,8 +96,6 @@ class GuidanceConfig:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
         if not self.max_step >= 0:
             raise ValueError(f"max_step must be >= 0 (0 = no cap); got {self.max_step}")
-        if not 1 <= self.classifier_views <= len(CLASSIFIER_VIEWS):
-            raise ValueError(f"classifier_views must be in 1..{len(CLASSIFIER_VIEWS)}; got {self.classifier_views}")
 
 
 class AttributeContrastModel(torch.nn.Module):
@@ -156,20 +147,6 @@ def _origin_at(diffusion, problem, cfg, t):
     return diffusion.q_sample(problem.x_origin, prev.clamp(min=0), noise=problem.cycle_noise)
 
 
-def classifier_views(x, n):
-    """[n * N, C, H, W]: x [N, C, H, W] under the first n of `CLASSIFIER_VIEWS`, view-major.
-
-    Shifts pad by reflection and crop back to H x W, so every view is a full image."""
-    pad = max(max(abs(dy), abs(dx)) for _, dy, dx in CLASSIFIER_VIEWS[:n])
-    h, w = x.shape[-2:]
-    padded = torch.nn.functional.pad(x, (pad,) * 4, mode="reflect") if pad else x
-    views = []
-    for flip, dy, dx in CLASSIFIER_VIEWS[:n]:
-        v = padded[..., pad + dy: pad + dy + h, pad + dx: pad + dx + w]
-        views.append(v.flip(-1) if flip else v)
-    return torch.cat(views)
-
-
 def _one_step(diffusion, x, t, out, cfg, noise):
     """x at level t -> level t-1 from the model's p_mean_variance `out` at x, differentiably.
 
@@ -198,19 +175,12 @@ def guidance_losses(diffusion, model, classifier, problem, cfg, x, t, lpips_fn=N
 
     terms = {}
     if classifier is not None and (w.attribute_guidance_lambda or w.preserve_lambda):
-        n = cfg.classifier_views
-        probs = classifier(classifier_views(x_in, n) if n > 1 else x_in)
-        mask = problem.edit_mask.repeat(n, 1)
-
-        def view_mean(loss):  # [n * N] -> [N]
-            return loss.view(n, -1).mean(dim=0)
-
+        probs = classifier(x_in)
+        mask = problem.edit_mask
         if w.attribute_guidance_lambda:
-            terms["attribute"] = w.attribute_guidance_lambda * view_mean(
-                losses.attribute_loss(probs, problem.a_q.repeat(n, 1), mask))
+            terms["attribute"] = w.attribute_guidance_lambda * losses.attribute_loss(probs, problem.a_q, mask)
         if w.preserve_lambda:
-            terms["preserve"] = w.preserve_lambda * view_mean(
-                losses.attribute_loss(probs, problem.a_ref.repeat(n, 1), 1 - mask))
+            terms["preserve"] = w.preserve_lambda * losses.attribute_loss(probs, problem.a_ref, 1 - mask)
 
     if w.cycle_reconstruct_lambda and cfg.cycle_schema != "none":
         noise = problem.cycle_noise if problem.cycle_noise is not None else torch.zeros_like(x)

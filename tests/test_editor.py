@@ -10,8 +10,7 @@ import torch
 
 from guided_diffusion.script_util import create_model_and_diffusion, model_and_diffusion_defaults, save_model_config
 from optimization import attribute_editor as ae
-from optimization.guidance import (CLASSIFIER_VIEWS, AttributeContrastModel, EditProblem, GuidanceConfig,
-                                   GuidanceWeights, classifier_views, guidance_losses)
+from optimization.guidance import AttributeContrastModel, EditProblem, GuidanceConfig, GuidanceWeights, guidance_losses
 from preprocess.classifier import AttributeClassifier
 
 SIZE = 16
@@ -108,7 +107,6 @@ def test_ddpm_noise_inversion_is_exact_for_any_model(assets):
 
 @pytest.mark.parametrize("term,cfg", [
     ("attribute", dict()),
-    ("attribute", dict(classifier_views=4)),
     ("preserve", dict()),
     ("range", dict()),
     ("cycle", dict(cycle_schema="step_to_origin")),
@@ -147,51 +145,6 @@ def test_each_loss_term_descends_along_its_gradient(assets, term, cfg):
     with torch.no_grad():
         step = 1e-3 * float(loss) / float(grad.pow(2).sum())
         assert float(loss_at(x - step * grad)) < float(loss)
-
-
-def test_classifier_views_are_flips_and_shifts():
-    x = torch.randn(2, 3, 12, 12)
-    v = classifier_views(x, 8).view(8, 2, 3, 12, 12)
-    assert torch.equal(v[0], x) and torch.equal(v[1], x.flip(-1))
-    for k, (flip, dy, dx) in enumerate(CLASSIFIER_VIEWS):
-        view = v[k].flip(-1) if flip else v[k]
-        # inside the image the view is x moved by (dy, dx); the border is reflected
-        assert torch.equal(view[..., 2:-2, 2:-2], x[..., 2 + dy: 10 + dy, 2 + dx: 10 + dx])
-    assert len(set(CLASSIFIER_VIEWS)) == len(CLASSIFIER_VIEWS)
-    with pytest.raises(ValueError, match="classifier_views"):
-        GuidanceConfig(classifier_views=9)
-
-
-class _OneView(torch.nn.Module):
-    """The classifier applied to view k of its input only."""
-
-    def __init__(self, classifier, k):
-        super().__init__()
-        self.classifier, self.k = classifier, k
-
-    def forward(self, x):
-        return self.classifier(classifier_views(x, self.k + 1)[self.k * len(x):])
-
-
-def test_classifier_views_average_the_classifier_terms(assets):
-    editor = ae.AttributeEditor(assets["rough"], assets["classifier"], device="cpu", dtype=torch.float64)
-    diffusion = editor.diffusion("10")
-    x0, a_ref = smooth_image(2, seed=7), attrs(2, seed=7)
-    problem = EditProblem(x_origin=x0.double(), a_ref=a_ref.double(),
-                          a_q=ae.query_from_indices(a_ref, [9]).double())
-    weights = GuidanceWeights(attribute_guidance_lambda=1, preserve_lambda=1, cycle_reconstruct_lambda=0,
-                              range_lambda=0)
-    t = torch.tensor([6, 6])
-    x = diffusion.q_sample(x0.double(), t, noise=torch.randn(x0.shape, dtype=torch.float64))
-    four = guidance_losses(diffusion, editor.model, editor.classifier, problem,
-                           GuidanceConfig(weights=weights, classifier_views=4), x, t)
-    single = [guidance_losses(diffusion, editor.model, _OneView(editor.classifier, k), problem,
-                              GuidanceConfig(weights=weights), x, t) for k in range(4)]
-    for name in ("attribute", "preserve"):
-        mean = sum(s[name] for s in single) / 4
-        torch.testing.assert_close(four[name], mean)
-        # the views differ, so the average is not just the first view's value
-        assert float((single[0][name] - single[2][name]).abs().max()) > 1e-6
 
 
 @pytest.mark.parametrize("sampler,inversion,schema,target", [
