@@ -16,6 +16,9 @@ The API follows openai/guided-diffusion. Conventions used throughout:
   sampler uses, never the mapped one, so it can call this object's own
   q_sample / p_mean_variance with it. The sampling loops run under
   torch.no_grad(): a cond_fn that differentiates must enable grad itself.
+  The single-step samplers call cond_fn before their own model call at the
+  same (x, t), so a model wrapper can serve that call from the guidance's
+  forward pass (optimization.guidance.ReuseGuidancePass).
 - Tensors. Schedule coefficients are stored as float64 numpy arrays and are
   cast to the dtype and device of the tensor they multiply.
 """
@@ -392,25 +395,29 @@ class GaussianDiffusion:
             raise ValueError(f"cond_fn returned shape {tuple(gradient.shape)}, expected x's {tuple(x.shape)}")
         return gradient.to(x.dtype)
 
-    def condition_mean(self, cond_fn, p_mean_var, x, t, model_kwargs=None):
+    def condition_mean(self, cond_fn, p_mean_var, x, t, model_kwargs=None, gradient=None):
         """
         DDPM guidance (Sohl-Dickstein et al. 2015; Dhariwal & Nichol 2021):
         the mean of x_{t-1} moves by variance_t * cond_fn(x, t).
 
+        :param gradient: cond_fn(x, t) when already computed (cond_fn is then not called).
         :return: the guided mean, shaped like x.
         """
-        gradient = self._guidance(cond_fn, x, t, model_kwargs)
+        if gradient is None:
+            gradient = self._guidance(cond_fn, x, t, model_kwargs)
         return p_mean_var["mean"] + p_mean_var["variance"] * gradient
 
-    def condition_score(self, cond_fn, p_mean_var, x, t, model_kwargs=None):
+    def condition_score(self, cond_fn, p_mean_var, x, t, model_kwargs=None, gradient=None):
         """
         Score guidance for DDIM (Song et al. 2021):
         eps <- eps - sqrt(1 - alphabar_t) * cond_fn(x, t); pred_xstart and
         mean follow from the new eps.
 
+        :param gradient: cond_fn(x, t) when already computed (cond_fn is then not called).
         :return: a copy of p_mean_var with mean, pred_xstart and eps updated.
         """
-        gradient = self._guidance(cond_fn, x, t, model_kwargs)
+        if gradient is None:
+            gradient = self._guidance(cond_fn, x, t, model_kwargs)
         out = dict(p_mean_var)
         out["eps"] = p_mean_var["eps"] - _extract(self.sqrt_one_minus_alphas_cumprod, t, x) * gradient
         out["pred_xstart"] = self._predict_xstart_from_eps(x, t, out["eps"])
@@ -444,11 +451,13 @@ class GaussianDiffusion:
         :param noise: optional tensor shaped like x.
         :return: dict(sample, pred_xstart).
         """
+        # Guidance first, so that the model call below can reuse its forward pass (module docstring).
+        gradient = None if cond_fn is None else self._guidance(cond_fn, x, t, model_kwargs)
         out = self.p_mean_variance(
             model, x, t, clip_denoised=clip_denoised, denoised_fn=denoised_fn, model_kwargs=model_kwargs
         )
-        if cond_fn is not None:
-            out["mean"] = self.condition_mean(cond_fn, out, x, t, model_kwargs=model_kwargs)
+        if gradient is not None:
+            out["mean"] = self.condition_mean(cond_fn, out, x, t, model_kwargs=model_kwargs, gradient=gradient)
         if noise is None:
             noise = torch.randn_like(x) * (t != 0).to(x.dtype).reshape(-1, *([1] * (x.dim() - 1)))
         elif noise.shape != x.shape:
@@ -480,11 +489,12 @@ class GaussianDiffusion:
         """
         if eta < 0:
             raise ValueError(f"eta must be >= 0, got {eta}")
+        gradient = None if cond_fn is None else self._guidance(cond_fn, x, t, model_kwargs)
         out = self.p_mean_variance(
             model, x, t, clip_denoised=clip_denoised, denoised_fn=denoised_fn, model_kwargs=model_kwargs
         )
-        if cond_fn is not None:
-            out = self.condition_score(cond_fn, out, x, t, model_kwargs=model_kwargs)
+        if gradient is not None:
+            out = self.condition_score(cond_fn, out, x, t, model_kwargs=model_kwargs, gradient=gradient)
         alpha_bar = _extract(self.alphas_cumprod, t, x)
         alpha_bar_prev = _extract(self.alphas_cumprod_prev, t, x)
         sigma = eta * torch.sqrt((1 - alpha_bar_prev) / (1 - alpha_bar)) * torch.sqrt(1 - alpha_bar / alpha_bar_prev)

@@ -19,7 +19,8 @@ from preprocess.attributes import ATTRIBUTE_NAMES, EDITABLE_ATTRIBUTES, RECONSTR
 from preprocess.classifier import load_classifier
 
 from . import metrics
-from .guidance import AttributeContrastModel, EditProblem, GuidanceConfig, GuidanceWeights, make_cond_fn
+from .guidance import (AttributeContrastModel, EditProblem, GuidanceConfig, GuidanceWeights, ReuseGuidancePass,
+                       make_cond_fn)
 from .losses import load_lpips
 from .visualization import labelled_grid, save_gif, save_image_atomic
 
@@ -345,6 +346,7 @@ class AttributeEditor:
         model = self.model
         if opts.cfg_scale != 1.0 and self.conditional:
             model = AttributeContrastModel(self.model, a_ref, opts.cfg_scale)
+        model = ReuseGuidancePass(model)  # the sampler's call at x_t reuses cond_fn's
         log = []
         cond_fn = make_cond_fn(diffusion, model, self.classifier, problem, cfg,
                                lpips_fn=self.lpips_fn, id_fn=self.id_fn, log=log)

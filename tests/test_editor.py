@@ -10,7 +10,8 @@ import torch
 
 from guided_diffusion.script_util import create_model_and_diffusion, model_and_diffusion_defaults, save_model_config
 from optimization import attribute_editor as ae
-from optimization.guidance import AttributeContrastModel, EditProblem, GuidanceConfig, GuidanceWeights, guidance_losses
+from optimization.guidance import (AttributeContrastModel, EditProblem, GuidanceConfig, GuidanceWeights,
+                                   ReuseGuidancePass, guidance_losses)
 from preprocess.classifier import AttributeClassifier
 
 SIZE = 16
@@ -162,8 +163,55 @@ def test_schemas_and_targets_run_under_both_samplers(assets, sampler, inversion,
     res = editor.edit(x, a, ae.query_from_indices(a, [9]), opts)
     assert torch.isfinite(res.images).all()
     assert len(res.guidance_log) == 3 and "cycle" in res.guidance_log[0] and "attribute" in res.guidance_log[0]
-    # 3 inversion + 3 sampling + 3 x (x0_hat + cycle) guidance evaluations.
-    assert res.unet_evals == 3 + 3 + 3 * 2
+    # 3 inversion + 3 x (x0_hat + cycle) guidance evaluations; sampling reuses the x0_hat pass.
+    assert res.unet_evals == 3 + 3 * 2
+
+
+def test_sampler_reuses_the_guidance_forward_pass_exactly(assets, monkeypatch):
+    editor = ae.AttributeEditor(assets["rough"], assets["classifier"], device="cpu", dtype=torch.float64)
+    x, a = smooth_image(2, seed=8), attrs(2, seed=8)
+    q = ae.query_from_indices(a, [9, 15])
+    runs = {}
+    for sampler, inversion in (("ddpm", "ddpm_noise"), ("ddim", "ddim")):
+        opts = ae.EditOptions(sampler=sampler, timestep_respacing="6", edit_strength=0.5, inversion=inversion,
+                              cycle_schema="step_by_step", cfg_scale=2.0, guidance_max_step=0.05)
+        reused = editor.edit(x, a, q, opts, seeds=[1, 2])
+        with monkeypatch.context() as m:  # every call runs the model
+            m.setattr(ReuseGuidancePass, "forward", lambda self, x, t, y=None: self.model(x, t, y=y))
+            recomputed = editor.edit(x, a, q, opts, seeds=[1, 2])
+        assert torch.equal(reused.images, recomputed.images), sampler
+        # 3 steps: the sampler's query pass (two calls with cfg) is served from the guidance's
+        assert recomputed.unet_evals - reused.unet_evals == 3 * 2, sampler
+        runs[sampler] = reused
+    assert (runs["ddpm"].images - x).abs().max() > 1e-3  # guidance did move the images
+
+
+def test_reuse_guidance_pass_only_serves_equal_inputs():
+    calls = []
+
+    def model(x, t, y=None):
+        calls.append(1)
+        return x * 2 + t.view(-1, 1, 1, 1) + (0 if y is None else y.sum(dim=1).view(-1, 1, 1, 1))
+
+    class Wrap(torch.nn.Module):
+        def forward(self, x, t, y=None):
+            return model(x, t, y)
+
+    reuse = ReuseGuidancePass(Wrap())
+    x, t, y = torch.randn(2, 3, 4, 4), torch.tensor([3, 3]), torch.ones(2, 5)
+    with torch.enable_grad():
+        out = reuse(x.clone().requires_grad_(True), t, y=y)
+    assert out.requires_grad and len(calls) == 1
+    assert torch.equal(reuse(x, t, y=y), out.detach()) and len(calls) == 1  # served
+    assert torch.equal(reuse(x, t, y=y), model(x, t, y)) and len(calls) == 3  # kept outputs are used once
+    with torch.enable_grad():
+        reuse(x.clone().requires_grad_(True), t, y=y)
+    for other in ((x + 1, t, y), (x, t + 1, y), (x, t, y * 0)):
+        calls.clear()
+        with torch.enable_grad():
+            reuse(x.clone().requires_grad_(True), t, y=y)
+        assert torch.equal(reuse(*other[:2], y=other[2]), model(*other[:2], other[2]))
+        assert len(calls) == 3  # grad pass, the unserved call, the reference
 
 
 def test_guidance_changes_the_result_and_seed_fixes_it(assets):
@@ -293,7 +341,7 @@ def test_cfg_scale_moves_the_edit_along_the_conditional_direction(assets):
     d_plain = (plain.images[1] - x[1]).abs().mean()
     d_twice = (twice.images[1] - x[1]).abs().mean()
     assert d_twice > d_plain > 1e-4
-    assert twice.unet_evals == plain.unet_evals + 6
+    assert twice.unet_evals == plain.unet_evals + 6  # no cond_fn here: nothing to reuse
     with pytest.raises(ValueError, match="cfg_scale"):
         ae.EditOptions(cfg_scale=-1)
 

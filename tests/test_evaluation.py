@@ -314,14 +314,14 @@ def test_every_method_runs_end_to_end(reference_run):
     rows = [r for r in rows if r["method"] != ev.GROUND_TRUTH]
     assert [tuple(r) for r in csv.reader(open(out / "results.csv"))][0] == ev.SYNTHETIC_COLUMNS
     # UNet evaluations per image from the step counts: k = round(strength * STEPS) steps inverted and
-    # re-sampled, guidance costs one (x0_hat) or two (x0_hat + cycle) more per step; with cfg_scale != 1
-    # every pass under the query attributes (sampling, x0_hat) is two.
+    # re-sampled; a guided step costs x0_hat (+ the cycle pass) and its sampling call reuses x0_hat's;
+    # with cfg_scale != 1 every pass under the query attributes (sampling, x0_hat) is two.
     k_fast, k_paper = round(0.6 * STEPS), STEPS
     c = 2 if PRESETS["fast"]["cfg_scale"] != 1 else 1
-    expected = {"cyclediff_s2o_fast": (2 + 2 * c) * k_fast, "cyclediff_sbs_noised_fast": (2 + 2 * c) * k_fast,
-                "cyclediff_sbs_inversion_fast": (2 + 2 * c) * k_fast, "cyclediff_s2o_paper": 4 * k_paper,
-                "cyclediff_sbs_noised_paper": 4 * k_paper, "cyclediff_sbs_inversion_paper": 4 * k_paper,
-                "guidance_no_cycle_fast": (1 + 2 * c) * k_fast, "conditional_only_fast": (1 + c) * k_fast,
+    expected = {"cyclediff_s2o_fast": (2 + c) * k_fast, "cyclediff_sbs_noised_fast": (2 + c) * k_fast,
+                "cyclediff_sbs_inversion_fast": (2 + c) * k_fast, "cyclediff_s2o_paper": 3 * k_paper,
+                "cyclediff_sbs_noised_paper": 3 * k_paper, "cyclediff_sbs_inversion_paper": 3 * k_paper,
+                "guidance_no_cycle_fast": (1 + c) * k_fast, "conditional_only_fast": (1 + c) * k_fast,
                 "ddim_conditional_fast": (1 + c) * k_fast, "sdedit_fast": c * k_fast}
     for r in rows:
         assert float(r["unet_evals"]) == expected[r["method"]], r["method"]
