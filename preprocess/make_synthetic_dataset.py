@@ -35,6 +35,7 @@ from preprocess.attributes import (  # noqa: E402
     write_attributes,
 )
 from preprocess.synthetic_faces import (  # noqa: E402
+    ATTRIBUTE_SAMPLERS,
     IDENTITIES_JSON,
     example_face,
     identities_header,
@@ -64,11 +65,10 @@ def make_dataset(out, num_images, image_size=64, seed=0, workers=2, overwrite=Fa
     """
     Render ``num_images`` faces of dataset ``seed`` into the directory ``out``.
 
-    :param sampling: attribute statistics, "celeba" (correlated like CelebA: the
-        training data) or "independent" (fair coins: for an evaluation classifier).
-
     :param workers: processes rendering in parallel (1 renders in this process).
     :param overwrite: replace an existing ``out``; otherwise it is an error.
+    :param sampling: attribute statistics, "celeba" (correlated like CelebA: the
+        training data) or "independent" (fair coins: for an evaluation classifier).
     """
     if num_images < 1:
         raise ValueError(f"--num_images must be positive, got {num_images}")
@@ -125,7 +125,7 @@ def main(argv=None):
     parser.add_argument("--num_images", type=int, default=30000)
     parser.add_argument("--image_size", type=int, default=64, help="32..256")
     parser.add_argument("--seed", type=int, default=0, help="dataset seed; another seed gives other people")
-    parser.add_argument("--attributes", choices=["celeba", "independent"], default="celeba",
+    parser.add_argument("--attributes", choices=sorted(ATTRIBUTE_SAMPLERS), default="celeba",
                         help="attribute statistics: CelebA-like correlations (the training data) or "
                              "independent fair coins within the renderer's hard rules (for an "
                              "evaluation classifier that must not read one attribute from another)")
