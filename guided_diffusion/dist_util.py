@@ -48,10 +48,17 @@ def setup_dist():
 
     from mpi4py import MPI
 
-    local_rank = comm.Split_type(split_type=MPI.COMM_TYPE_SHARED).Get_rank()
+    node = comm.Split_type(split_type=MPI.COMM_TYPE_SHARED)
+    local_rank = node.Get_rank()
     use_cuda = th.cuda.is_available()
     if use_cuda:
-        th.cuda.set_device(local_rank % th.cuda.device_count())
+        if node.Get_size() > th.cuda.device_count():
+            raise RuntimeError(
+                f"{node.Get_size()} MPI ranks on this node but {th.cuda.device_count()} visible GPU(s): NCCL "
+                f"needs one GPU per rank; launch with -n {th.cuda.device_count()}, or hide the GPUs "
+                f"(CUDA_VISIBLE_DEVICES=) to run the ranks on CPU with gloo"
+            )
+        th.cuda.set_device(local_rank)
     backend = "nccl" if use_cuda else "gloo"
 
     hostnames = comm.allgather(socket.gethostname())

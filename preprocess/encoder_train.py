@@ -606,11 +606,21 @@ def free_port():
         return s.getsockname()[1]
 
 
+def use_cuda(args):
+    """Whether to train on GPUs: --device cuda, or the default when one is visible."""
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is visible")
+    return args.device == "cuda" or (not args.device and torch.cuda.is_available())
+
+
 def setup_process(rank, world_size, local_rank, local_count, args):
     """Pick the device, share the CPU cores, join the process group; returns the device."""
-    if torch.cuda.is_available():
+    if use_cuda(args):
         device = torch.device("cuda", local_rank % torch.cuda.device_count())
         torch.cuda.set_device(device)
+        # Deterministic convolutions: a resumed run repeats an uninterrupted one on GPUs too.
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
     else:
         device = torch.device("cpu")
         torch.set_num_threads(args.num_threads or max(1, (os.cpu_count() or 1) // local_count))
@@ -704,9 +714,12 @@ def run_training(args):
         return
 
     if args.multiprocessing_distributed:
-        local_count = args.nprocs or max(1, torch.cuda.device_count())
+        local_count = args.nprocs or (torch.cuda.device_count() if use_cuda(args) else 1)
     else:
         local_count = 1
+    if use_cuda(args) and local_count > torch.cuda.device_count() and (args.dist_backend or "nccl") == "nccl":
+        raise ValueError(f"--nprocs {local_count} exceeds the {torch.cuda.device_count()} visible GPU(s): NCCL "
+                         f"needs one GPU per process; use --nprocs {torch.cuda.device_count()} or --device cpu")
     world_size = args.world_size * local_count
     if args.world_size > 1 and not args.master_port:
         raise ValueError("with --world_size > 1 (several nodes) give every node the same --master_addr and --master_port")
@@ -732,7 +745,7 @@ def run_training(args):
 
 
 def run_evaluation(args):
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
     model = load_classifier(args.evaluate, device)
@@ -822,6 +835,8 @@ def create_argparser():
     distributed.add_argument("--nprocs", type=int, default=0, help="processes per node (0: one per GPU, 1 on CPU)")
     distributed.add_argument("--num_threads", type=int, default=0,
                              help="CPU threads per process (0: the cores divided among the local processes)")
+    distributed.add_argument("--device", default="", choices=["", "cpu", "cuda"],
+                             help="where to train (default: cuda when a GPU is visible, else cpu)")
     distributed.add_argument("--dist_backend", default="", help="nccl or gloo (default: nccl on GPU, gloo on CPU)")
     distributed.add_argument("--master_addr", default=os.environ.get("MASTER_ADDR", "127.0.0.1"))
     distributed.add_argument("--master_port", type=int, default=int(os.environ.get("MASTER_PORT", 0)),

@@ -46,6 +46,11 @@ def random_checkpoint(folder, image_size):
     return model_path, clf_path
 
 
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def time_preset(editor, preset, repeats, paper_steps):
     overrides = dict(lpips_sim_lambda=0.0, id_lambda=0.0)  # LPIPS / ArcFace need weights not on disk
     if preset == "paper" and paper_steps:
@@ -59,8 +64,10 @@ def time_preset(editor, preset, repeats, paper_steps):
     editor.edit(x, a, q, opts)  # warm-up
     times, evals = [], []
     for r in range(repeats):
+        _sync(editor.device)
         start = time.perf_counter()
         res = editor.edit(x, a, q, opts, seeds=[r])
+        _sync(editor.device)
         times.append(time.perf_counter() - start)
         evals.append(res.unet_evals)
     return sum(times) / len(times), evals[0], opts
@@ -77,11 +84,14 @@ def main(argv=None):
     p.add_argument("--paper_steps", type=int, default=0,
                    help="time the paper preset with this many steps instead of 1000 (0: all 1000)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--device", default="cpu", help="cpu (the figures in the README) or cuda")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     use_random = args.random or not os.path.isfile(args.model_path)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+    device = torch.device(args.device)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
+    print(f"torch {torch.__version__}, {where}, "
           f"{'random-weight models' if use_random else args.model_path}")
     print(f"{'preset':8s} {'res':>4s} {'steps':>6s} {'sampler':>8s} {'inversion':>10s} {'s/edit':>8s} {'UNet evals':>11s}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -91,7 +101,7 @@ def main(argv=None):
                 model_path, clf_path = random_checkpoint(tmp, size)
             else:
                 model_path, clf_path = args.model_path, args.classifier_path
-            editor = AttributeEditor(model_path, clf_path, device="cpu")
+            editor = AttributeEditor(model_path, clf_path, device=device)
             for preset in args.presets.split(","):
                 seconds, evals, opts = time_preset(editor, preset, args.repeats, args.paper_steps)
                 steps = opts.timestep_respacing or "1000"

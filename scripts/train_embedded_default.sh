@@ -18,6 +18,11 @@ stage=${1:-all}
 data() {
     [ -d "$RUN_DIR/data/synth64_s0" ] || python preprocess/make_synthetic_dataset.py \
         --out "$RUN_DIR/data/synth64_s0" --num_images 30000 --image_size 64 --seed 0
+    # The same people (seed 0) with independent attributes: the guidance classifier reads each
+    # attribute from its own pixels, and the diffusion model's last steps see every combination.
+    [ -d "$RUN_DIR/data/synth64_s0_independent" ] || python preprocess/make_synthetic_dataset.py \
+        --out "$RUN_DIR/data/synth64_s0_independent" --num_images 30000 --image_size 64 --seed 0 \
+        --attributes independent
     # The evaluation classifier learns from other people (seed 1) with independent attributes, so
     # that it reads each attribute from its own pixels; seed 1000 is held out for edits.
     [ -d "$RUN_DIR/data/synth64_s1_independent" ] || python preprocess/make_synthetic_dataset.py \
@@ -27,7 +32,7 @@ data() {
 
 classifier() {
     python preprocess/encoder_train.py --world_size 1 --rank 0 --multiprocessing_distributed True \
-        --nprocs "$NPROC" --num_threads 1 --data_dir "$RUN_DIR/data/synth64_s0" --exp_dir "$RUN_DIR/classifier" \
+        --nprocs "$NPROC" --num_threads 1 --data_dir "$RUN_DIR/data/synth64_s0_independent" --exp_dir "$RUN_DIR/classifier_independent" \
         --arch resnet18_3stage --batch_size 64 --max_steps 3000 --learning_rate 1e-3 --input_size 64 \
         --save_interval 500 --seed 0 --split_seed 0
 }
@@ -52,7 +57,7 @@ diffusion() {
 export_checkpoints() {
     latest=$(ls "$RUN_DIR"/diffusion64/ema_0.999_*.pt | sort | tail -n 1)
     python scripts/export_checkpoints.py --diffusion "$latest" \
-        --classifier "$RUN_DIR/classifier/classifier.pt" --eval_classifier "$RUN_DIR/eval_classifier_independent/classifier.pt"
+        --classifier "$RUN_DIR/classifier_independent/classifier.pt" --eval_classifier "$RUN_DIR/eval_classifier_independent/classifier.pt"
 }
 
 case "$stage" in

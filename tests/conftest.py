@@ -14,5 +14,13 @@ torch.set_num_threads(1)
 
 
 @pytest.fixture
+def mpi_env():
+    """Environment for mpiexec subprocesses: on CPU (several ranks cannot share one GPU under NCCL),
+    and allowed as root (Open MPI, which GPU images ship, refuses root without these)."""
+    return {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMPI_ALLOW_RUN_AS_ROOT": "1",
+            "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
+
+
+@pytest.fixture
 def repo_root():
     return ROOT

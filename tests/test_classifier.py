@@ -70,6 +70,7 @@ def train_args(data_dir, exp_dir, *extra):
             "--data_dir", str(data_dir), "--exp_dir", str(exp_dir), "--batch_size", "8", "--max_steps", "6",
             "--log_interval", "1", "--eval_interval", "3", "--save_interval", "3", "--num_workers", "1",
             "--feature_dim", "32", "--head_hidden_dim", "16", "--val_fraction", "0.25", "--num_threads", "1",
+            "--device", "cpu",  # gloo ranks and bit-exact resumes, also on a machine with a GPU
             *extra,
         ]
     )
@@ -77,7 +78,7 @@ def train_args(data_dir, exp_dir, *extra):
 
 def run_main(monkeypatch, *args):
     """Run the script's main() in this process with these command-line arguments."""
-    monkeypatch.setattr(sys, "argv", ["encoder_train.py", *map(str, args)])
+    monkeypatch.setattr(sys, "argv", ["encoder_train.py", "--device", "cpu", *map(str, args)])
     encoder_train.main()
 
 
@@ -379,6 +380,20 @@ def test_script_reports_bad_input_in_one_line(tmp_path, monkeypatch, capsys):
         assert exit_info.value.code != 0
         stderr = capsys.readouterr().err.strip()
         assert stderr.startswith("error:") and "\n" not in stderr and named in stderr
+
+
+def test_more_processes_than_gpus_is_refused_before_nccl_fails(tmp_path, monkeypatch, capsys):
+    data = make_dataset(tmp_path / "data", num_images=4, size=16)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(SystemExit):
+        run_main(monkeypatch, "--data_dir", data, "--exp_dir", tmp_path / "exp", "--device", "cuda", "--nprocs", 2)
+    assert "--nprocs 2 exceeds the 1 visible GPU(s)" in capsys.readouterr().err
+    assert not (tmp_path / "exp").exists()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit):
+        run_main(monkeypatch, "--data_dir", data, "--exp_dir", tmp_path / "exp", "--device", "cuda")
+    assert "no CUDA device is visible" in capsys.readouterr().err
 
 
 def test_the_papers_command_runs_the_file_and_fails_cleanly(tmp_path):

@@ -465,14 +465,14 @@ def test_main_end_to_end_and_bad_input(assets, tmp_path):
 
 
 @pytest.mark.skipif(shutil.which("mpiexec") is None, reason="mpiexec not on PATH (pip install mpich)")
-def test_main_batch_is_sharded_across_mpi_ranks(assets, tmp_path):
+def test_main_batch_is_sharded_across_mpi_ranks(assets, tmp_path, mpi_env):
     data = make_dataset(tmp_path / "data", n=4)
     out = tmp_path / "out"
     r = subprocess.run(["mpiexec", "-n", "2", sys.executable, os.path.join(ROOT, "main.py"),
                         "--model_path", assets["smooth"], "--attribute_cpk_path", assets["classifier"],
                         "--dataset_dir", str(data), "--output_path", str(out), "--image_index", "0-3",
                         "--attribute_index", "15", "--timestep_respacing", "4", "--no_progress"],
-                       cwd=tmp_path, capture_output=True, text=True, timeout=300)
+                       cwd=tmp_path, capture_output=True, text=True, timeout=300, env=mpi_env)
     assert r.returncode == 0, r.stderr
     grids = sorted(f for f in os.listdir(out) if f.endswith("_grid.png"))
     assert grids == [f"{i:05d}_grid.png" for i in range(4)]

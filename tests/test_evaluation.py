@@ -368,13 +368,13 @@ def test_per_direction_edits_k_identities_each_way(models, tmp_path):
     assert "## Per method, attribute and direction" in md and "| sdedit_fast | 9 Eyeglasses | add | 2 |" in md
 
 
-def test_mpi_sharded_run_gives_the_same_table(models, reference_run, tmp_path):
+def test_mpi_sharded_run_gives_the_same_table(models, reference_run, tmp_path, mpi_env):
     mpiexec = shutil.which("mpiexec")
     if mpiexec is None:
         pytest.skip("mpiexec not found: the sharded run needs MPI (apt install mpich)")
     out = tmp_path / "mpi"
     r = subprocess.run([mpiexec, "-n", "2", sys.executable, os.path.join(ROOT, "scripts", "evaluate_edits.py"),
-                        *common_flags(models, out), "--threads=1"], capture_output=True, text=True, timeout=300)
+                        *common_flags(models, out), "--threads=1"], capture_output=True, text=True, timeout=300, env=mpi_env)
     assert r.returncode == 0, r.stderr[-2000:]
     assert {"partial_rank0.csv", "partial_rank1.csv"} <= set(os.listdir(out))
     same_table(read_results(out), read_results(reference_run))

@@ -281,10 +281,11 @@ def test_atomic_save_keeps_the_old_file_on_failure(tmp_path):
     assert os.listdir(tmp_path) == ["model000001.pt"]
 
 
-def _mpiexec(args, timeout):
+def _mpiexec(args, timeout, env):
     return subprocess.run(
         ["mpiexec", "-n", "2", sys.executable, *args],
         cwd=ROOT,
+        env=env,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -295,7 +296,7 @@ requires_mpiexec = pytest.mark.skipif(shutil.which("mpiexec") is None, reason="m
 
 
 @requires_mpiexec
-def test_mpi_load_state_dict_follows_rank0_and_never_hangs(tmp_path):
+def test_mpi_load_state_dict_follows_rank0_and_never_hangs(tmp_path, mpi_env):
     path = tmp_path / "weights.pt"
     th.save({"w": th.arange(5000, dtype=th.float32)}, path)  # 20 kB: several 4 kB chunks below
     script = textwrap.dedent(f"""
@@ -313,7 +314,7 @@ def test_mpi_load_state_dict_follows_rank0_and_never_hangs(tmp_path):
         except FileNotFoundError as exc:
             print(f"rank {{rank}} missing")
         """)
-    result = _mpiexec(["-c", script], timeout=90)
+    result = _mpiexec(["-c", script], timeout=90, env=mpi_env)
     assert result.returncode == 0, result.stderr
     expected_sum = f"{sum(range(5000))}"
     for rank in (0, 1):
@@ -330,17 +331,17 @@ def _rank_hashes(log_dir):
 
 
 @requires_mpiexec
-def test_mpiexec_training_syncs_ranks_and_resumes(tmp_path, data_dir):
+def test_mpiexec_training_syncs_ranks_and_resumes(tmp_path, data_dir, mpi_env):
     log_dir = tmp_path / "run"
     flags = ["scripts/image_train.py", f"--data_dir={data_dir}", f"--log_dir={log_dir}", "--batch_size=2"]
     flags += ["--save_interval=2", "--log_interval=1", "--lr=1e-3", *TINY_FLAGS]
-    first = _mpiexec(flags + ["--max_steps=2"], timeout=150)
+    first = _mpiexec(flags + ["--max_steps=2"], timeout=150, env=mpi_env)
     assert first.returncode == 0, first.stderr[-2000:]
     hashes = _rank_hashes(log_dir)
     assert hashes[0] == hashes[1] and hashes[0][0] == "2"
     assert hashes[0][1] == parameter_hash(load(log_dir / "model000002.pt").values())
 
-    second = _mpiexec(flags + ["--max_steps=4"], timeout=150)  # restarted: must resume, not hang
+    second = _mpiexec(flags + ["--max_steps=4"], timeout=150, env=mpi_env)  # restarted: must resume, not hang
     assert second.returncode == 0, second.stderr[-2000:]
     for name in ("log.txt", "log.rank1.txt"):
         assert f"resuming from {log_dir / 'model000002.pt'} (step 2)" in (log_dir / name).read_text()
