@@ -4,7 +4,7 @@
 # an interruption. RUN_DIR holds everything large (datasets, training checkpoints); it is not
 # part of the repository.
 #
-#   RUN_DIR=/path/to/runs bash scripts/train_embedded_default.sh [data|classifier|eval_classifier|diffusion|export|all]
+#   RUN_DIR=/path/to/runs bash scripts/train_embedded_default.sh [data|classifier|eval_classifier|diffusion|diffusion_independent|export|all]
 #
 # Hardware of the shipped run: see checkpoints/README.md. On a GPU machine set NPROC to the GPU
 # count; on CPU it is the number of processes (1 thread each).
@@ -12,7 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN_DIR=${RUN_DIR:-runs}
 NPROC=${NPROC:-2}
-DIFFUSION_STEPS=${DIFFUSION_STEPS:-20000}
+DIFFUSION_STEPS=${DIFFUSION_STEPS:-14000}        # first stage: CelebA-like faces, batch 16
+INDEPENDENT_STEPS=${INDEPENDENT_STEPS:-17500}    # second stage ends here: independent attributes, batch 128
 stage=${1:-all}
 
 data() {
@@ -44,18 +45,39 @@ eval_classifier() {
         --save_interval 500 --seed 1 --split_seed 1
 }
 
+# The diffusion model, in two stages: CelebA-like faces at batch 16 (the 2-core CPU run), then the
+# same people with independent attributes at batch 128 (the shipped run did this on one H200 GPU,
+# 3,500 steps in 6 min; NPROC ranks split the batch), so that the model has seen every attribute
+# combination an edit can ask for (a man with lipstick, say).
+DIFFUSION_FLAGS="--image_size 64 --num_channels 32 --channel_mult 1,2,2,2 --num_res_blocks 1
+    --attention_resolutions 16,8 --num_heads 4 --num_attributes 20
+    --diffusion_steps 1000 --noise_schedule linear --learn_sigma False --use_scale_shift_norm True
+    --lr 4e-4 --snr_gamma 5 --ema_rate 0.999,0.9999 --ema_warmup True --save_interval 500 --seed 0"
+
 diffusion() {
-    OMP_NUM_THREADS=1 mpiexec -n "$NPROC" python scripts/image_train.py \
+    # shellcheck disable=SC2086
+    OMP_NUM_THREADS=1 mpiexec -n "$NPROC" python scripts/image_train.py $DIFFUSION_FLAGS \
         --data_dir "$RUN_DIR/data/synth64_s0" --log_dir "$RUN_DIR/diffusion64" \
-        --image_size 64 --num_channels 32 --channel_mult 1,2,2,2 --num_res_blocks 1 \
-        --attention_resolutions 16,8 --num_heads 4 --num_attributes 20 \
-        --diffusion_steps 1000 --noise_schedule linear --learn_sigma False --use_scale_shift_norm True \
-        --lr 4e-4 --snr_gamma 5 --batch_size $((16 / NPROC)) --ema_rate 0.999,0.9999 --ema_warmup True \
-        --log_interval 50 --save_interval 500 --max_steps "$DIFFUSION_STEPS" --seed 0
+        --batch_size $((16 / NPROC)) --log_interval 50 --max_steps "$DIFFUSION_STEPS"
+}
+
+diffusion_independent() {
+    dir="$RUN_DIR/diffusion64_independent"
+    if ! ls "$dir"/model*.pt >/dev/null 2>&1; then  # start from the first stage's last step
+        step=$(printf %06d "$DIFFUSION_STEPS")
+        mkdir -p "$dir"
+        for f in "model$step.pt" "opt$step.pt" "ema_0.999_$step.pt" "ema_0.9999_$step.pt" model_config.json; do
+            cp "$RUN_DIR/diffusion64/$f" "$dir/"
+        done
+    fi
+    # shellcheck disable=SC2086
+    OMP_NUM_THREADS=1 mpiexec -n "$NPROC" python scripts/image_train.py $DIFFUSION_FLAGS \
+        --data_dir "$RUN_DIR/data/synth64_s0_independent" --log_dir "$dir" \
+        --batch_size $((128 / NPROC)) --log_interval 100 --max_steps "$INDEPENDENT_STEPS"
 }
 
 export_checkpoints() {
-    latest=$(ls "$RUN_DIR"/diffusion64/ema_0.999_*.pt | sort | tail -n 1)
+    latest=$(ls "$RUN_DIR"/diffusion64_independent/ema_0.999_*.pt | sort | tail -n 1)
     python scripts/export_checkpoints.py --diffusion "$latest" \
         --classifier "$RUN_DIR/classifier_independent/classifier.pt" --eval_classifier "$RUN_DIR/eval_classifier_independent/classifier.pt"
 }
@@ -65,7 +87,8 @@ case "$stage" in
     classifier) classifier ;;
     eval_classifier) eval_classifier ;;
     diffusion) diffusion ;;
+    diffusion_independent) diffusion_independent ;;
     export) export_checkpoints ;;
-    all) data; classifier; eval_classifier; diffusion; export_checkpoints ;;
-    *) echo "error: unknown stage $stage (data|classifier|eval_classifier|diffusion|export|all)" >&2; exit 2 ;;
+    all) data; classifier; eval_classifier; diffusion; diffusion_independent; export_checkpoints ;;
+    *) echo "error: unknown stage $stage (data|classifier|eval_classifier|diffusion|diffusion_independent|export|all)" >&2; exit 2 ;;
 esac
