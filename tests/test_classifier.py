@@ -298,17 +298,19 @@ def test_dataset_errors(tmp_path):
 # ---------------------------------------------------------------- training script
 
 
-def test_resume_continues_and_matches_an_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="the CUDA variant needs a GPU (deterministic cuDNN on resume)"))])
+def test_resume_continues_and_matches_an_uninterrupted_run(tmp_path, device):
     data = make_dataset(tmp_path / "data")
-    encoder_train.run_training(train_args(data, tmp_path / "straight"))
+    encoder_train.run_training(train_args(data, tmp_path / "straight", "--device", device))
 
     interrupted = tmp_path / "interrupted"
-    encoder_train.run_training(train_args(data, interrupted))
+    encoder_train.run_training(train_args(data, interrupted, "--device", device))
     # Undo everything after the step-3 checkpoint, as if the run had died there.
     os.remove(interrupted / "checkpoints" / "classifier_000006.pt")
     os.remove(interrupted / "classifier.pt")
     assert [s for s, _ in encoder_train.checkpoint_paths(str(interrupted))] == [3]
-    encoder_train.run_training(train_args(data, interrupted))
+    encoder_train.run_training(train_args(data, interrupted, "--device", device))
 
     straight = torch.load(tmp_path / "straight" / "classifier.pt", weights_only=True)
     resumed = torch.load(interrupted / "classifier.pt", weights_only=True)
