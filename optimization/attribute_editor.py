@@ -7,6 +7,7 @@
 import json
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Sequence
 
@@ -366,6 +367,13 @@ class AttributeEditor:
             if record_frames:
                 frames.append(out["pred_xstart"].detach().clamp(-1, 1).cpu())
             final = out["sample"]
+        unguided = getattr(cond_fn, "unguided_steps", [])
+        if unguided:
+            warnings.warn(
+                f"guidance gradient was not finite at {len(unguided)} of {k} steps (t = {unguided[0]}..{unguided[-1]}); "
+                f"those steps were left unguided. The loss weights are too strong for this model (the paper "
+                f"preset's were set for a 256 px CelebA-HQ model): try --preset fast, smaller weights or a "
+                f"--guidance_max_step cap")
         return EditResult(images=final.detach().clamp(-1, 1), unet_evals=self.model.calls,
                           seconds=time.time() - start, frames=frames, guidance_log=log)
 

@@ -23,7 +23,6 @@ Two safeguards act on that gradient:
       [-1, 1] units). Through x0_hat the gradient grows like 1/sqrt(alphabar_t) (~160 at t = 999):
       on a respaced chain one noisy step would otherwise throw the image out of range.
 """
-import warnings
 from dataclasses import dataclass, field
 from typing import Dict, Optional
 
@@ -265,7 +264,8 @@ def make_cond_fn(diffusion, model, classifier, problem, cfg, lpips_fn=None, id_f
     """Build cond_fn(x, t, **model_kwargs) -> -d(loss)/dx for `diffusion`'s samplers, or None
     when no loss term is active or no image has anything to edit.
 
-    A step whose gradient is not finite is skipped (zero gradient) with a warning. Images with
+    A step whose gradient is not finite is skipped (zero gradient) and its t appended to
+    `cond_fn.unguided_steps`, for the caller to report once per edit. Images with
     nothing to edit get no gradient, and `cfg.max_step` caps each step's move (module docstring).
     When `log` (a list) is given, each step appends {"t": int, term: mean value, ...}.
     """
@@ -283,7 +283,7 @@ def make_cond_fn(diffusion, model, classifier, problem, cfg, lpips_fn=None, id_f
             total = sum(v.sum() for v in terms.values())
             grad = torch.autograd.grad(total, x)[0]
         if not torch.isfinite(grad).all():
-            warnings.warn(f"guidance gradient is not finite at step {int(t[0])}: step left unguided")
+            cond_fn.unguided_steps.append(int(t[0]))
             grad = torch.zeros_like(grad)
         grad = grad * edited
         if cfg.max_step:
@@ -295,4 +295,5 @@ def make_cond_fn(diffusion, model, classifier, problem, cfg, lpips_fn=None, id_f
             log.append(entry)
         return -grad
 
+    cond_fn.unguided_steps = []
     return cond_fn

@@ -364,10 +364,13 @@ def test_nan_gradient_step_is_skipped_with_warning(assets):
     editor = ae.AttributeEditor(assets["rough"], None, device="cpu")
     editor.classifier = NaNClassifier()
     x, a = smooth_image(), attrs()
-    with pytest.warns(UserWarning, match="not finite"):
+    with pytest.warns(UserWarning, match="not finite") as caught:
         res = editor.edit(x, a, ae.query_from_indices(a, [9]), ae.EditOptions(timestep_respacing="6",
                                                                               edit_strength=0.5))
     assert torch.isfinite(res.images).all()
+    # One warning per edit, counting the skipped steps (all 3 here) and saying what to do.
+    messages = [str(w.message) for w in caught if "not finite" in str(w.message)]
+    assert len(messages) == 1 and "at 3 of 3 steps" in messages[0] and "--preset fast" in messages[0]
 
 
 def test_query_parsing_and_multi_attribute_vectors():
