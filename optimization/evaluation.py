@@ -312,13 +312,24 @@ def plot_summary(overall, per_attribute, path, fidelity, fidelity_label):
     left, right = fig.subplots(1, 2, gridspec_kw=dict(width_ratios=[1.3, 1]))
     # The ground truth's fidelity is exact by definition: it would only squash the axis.
     points = [s for s in overall if s["method"] != GROUND_TRUTH]
-    for i, s in enumerate(points):
-        left.scatter(100 * s["success"], s[fidelity], s=36)
-        # Alternate labels above / below: variants of one method often land on nearly the same point.
-        left.annotate(s["method"], (100 * s["success"], s[fidelity]), fontsize=7, xytext=(4, 3 if i % 2 else -9),
-                      textcoords="offset points")
     successes = [100 * s["success"] for s in points if np.isfinite(s["success"])]
     left.set_xlim(max(-5, min(successes, default=0) - 15), 105)
+    # Labels stacked at least `gap` apart in height (variants of one method often land on nearly
+    # the same point), each tied to its point by a thin line when moved.
+    ys = [float(s[fidelity]) for s in points]
+    finite = [y for y in ys if np.isfinite(y)]
+    gap = 0.06 * ((max(finite) - min(finite)) if len(finite) > 1 else 1.0) or 0.06
+    label_y, last = {}, -np.inf
+    for i in sorted(range(len(points)), key=lambda i: ys[i] if np.isfinite(ys[i]) else -np.inf):
+        label_y[i] = max(ys[i], last + gap) if np.isfinite(ys[i]) else ys[i]
+        last = label_y[i] if np.isfinite(label_y[i]) else last
+    dx = 0.02 * (105 - left.get_xlim()[0])
+    for i, s in enumerate(points):
+        x = 100 * s["success"]
+        left.scatter(x, ys[i], s=36)
+        moved = np.isfinite(ys[i]) and label_y[i] != ys[i]
+        left.annotate(s["method"], (x, ys[i]), xytext=(x + dx, label_y[i]), textcoords="data", fontsize=7,
+                      va="center", arrowprops=dict(arrowstyle="-", lw=0.5, color="0.5") if moved else None)
     left.set_xlabel("edit success (%)")
     left.set_ylabel(fidelity_label)
     left.set_title("fidelity against success, per method", fontsize=10)
