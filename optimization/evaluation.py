@@ -317,19 +317,20 @@ def plot_summary(overall, per_attribute, path, fidelity, fidelity_label):
     # Labels stacked at least `gap` apart in height (variants of one method often land on nearly
     # the same point), each tied to its point by a thin line when moved.
     ys = [float(s[fidelity]) for s in points]
-    finite = [y for y in ys if np.isfinite(y)]
-    gap = 0.06 * ((max(finite) - min(finite)) if len(finite) > 1 else 1.0) or 0.06
+    order = sorted((i for i, y in enumerate(ys) if np.isfinite(y)), key=ys.__getitem__)
+    span = ys[order[-1]] - ys[order[0]] if order else 0.0
+    gap = 0.06 * span if span > 0 else 0.06
     label_y, last = {}, -np.inf
-    for i in sorted(range(len(points)), key=lambda i: ys[i] if np.isfinite(ys[i]) else -np.inf):
-        label_y[i] = max(ys[i], last + gap) if np.isfinite(ys[i]) else ys[i]
-        last = label_y[i] if np.isfinite(label_y[i]) else last
+    for i in order:
+        label_y[i] = last = max(ys[i], last + gap)
     dx = 0.02 * (105 - left.get_xlim()[0])
     for i, s in enumerate(points):
         x = 100 * s["success"]
         left.scatter(x, ys[i], s=36)
-        moved = np.isfinite(ys[i]) and label_y[i] != ys[i]
-        left.annotate(s["method"], (x, ys[i]), xytext=(x + dx, label_y[i]), textcoords="data", fontsize=7,
-                      va="center", arrowprops=dict(arrowstyle="-", lw=0.5, color="0.5") if moved else None)
+        if i in label_y:
+            left.annotate(s["method"], (x, ys[i]), xytext=(x + dx, label_y[i]), textcoords="data", fontsize=7,
+                          va="center",
+                          arrowprops=dict(arrowstyle="-", lw=0.5, color="0.5") if label_y[i] != ys[i] else None)
     left.set_xlabel("edit success (%)")
     left.set_ylabel(fidelity_label)
     left.set_title("fidelity against success, per method", fontsize=10)

@@ -286,14 +286,14 @@ def run_edits(args, editor, eval_classifier, source, options, todo, columns, lpi
             a_q = torch.stack([query_from_indices(a_ref[j], [k] if k != RECONSTRUCTION_INDEX else [])
                                for j, (_, _, k) in enumerate(batch)])
             seeds = [args.seed + 1000 * i + k for _, i, k in batch]
-            if isinstance(source, SyntheticFaces):
-                truth = torch.cat([source.ground_truth(i, a_q[j]) for j, (_, i, _) in enumerate(batch)])
+            truth = (torch.cat([source.ground_truth(i, a_q[j]) for j, (_, i, _) in enumerate(batch)])
+                     if isinstance(source, SyntheticFaces) else None)  # synthetic faces only
             if method == ev.GROUND_TRUTH:
                 result = EditResult(images=truth, unet_evals=0, seconds=0.0, frames=[], guidance_log=[])
             else:
                 result = editor.edit(x, a_ref, a_q, options[method], seeds=seeds)
             probs_edited, probs_input = eval_classifier(result.images), eval_classifier(x)
-            if isinstance(source, SyntheticFaces):
+            if truth is not None:
                 allowed = torch.cat([source.allowed_mask(i, k) for _, i, k in batch])
                 measures = ev.synthetic_edit_metrics(result.images, x, truth, allowed, probs_edited, probs_input,
                                                      a_ref, a_q)
