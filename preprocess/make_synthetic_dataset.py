@@ -9,8 +9,10 @@ Layout (DESIGN §4): ``00000.png`` ..., ``attributes.pt`` (float [N, 20] of
 face's identity and attributes, enough to re-render it or any counterfactual).
 Face i depends only on (seed, i), so different seeds give disjoint identities:
 a held-out set is just another seed. The dataset is built in a temporary
-directory beside DIR and renamed at the end, so an interrupted run leaves no
-partial dataset.
+directory beside DIR (``.DIR.building-<pid>-*``) and renamed at the end, so
+an interrupted run leaves no partial dataset; the folder a killed run (SIGKILL,
+power loss) could not remove is removed by the next run for the same DIR.
+Ctrl-C prints one line, and the rendering processes die with the main one.
 """
 
 import argparse
@@ -18,23 +20,22 @@ import json
 import multiprocessing
 import os
 import shutil
+import signal
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
 
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from preprocess.attributes import (  # noqa: E402
+from preprocess.attributes import (
     ATTRIBUTE_NAMES,
     atomic_write,
     image_filename,
     replace_directory,
     write_attributes,
 )
-from preprocess.synthetic_faces import (  # noqa: E402
+from preprocess.synthetic_faces import (
     ATTRIBUTE_SAMPLERS,
     IDENTITIES_JSON,
     example_face,
@@ -43,6 +44,55 @@ from preprocess.synthetic_faces import (  # noqa: E402
 )
 
 CHUNK = 200
+
+
+def _worker_init(parent_pid):
+    """Rendering processes leave Ctrl-C and SIGTERM to the main process (which stops them and
+    cleans up), and on Linux die with it, so a killed run leaves no process writing."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+        if os.getppid() != parent_pid:  # the parent died before prctl took effect
+            os._exit(1)
+
+
+def _building_prefix(out):
+    return f".{os.path.basename(out)}.building-"
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_builds(out):
+    """Remove the ``.NAME.building-*`` folders beside ``out`` that no running process owns (left by
+    a killed run); return their paths. A folder whose pid is still alive is kept (a concurrent run)."""
+    parent, prefix = os.path.dirname(out), _building_prefix(out)
+    removed = []
+    if not os.path.isdir(parent):
+        return removed
+    for name in sorted(os.listdir(parent)):
+        path = os.path.join(parent, name)
+        if not (name.startswith(prefix) and os.path.isdir(path)):
+            continue
+        pid = name[len(prefix):].split("-", 1)[0]
+        if pid.isdigit() and _pid_alive(int(pid)):
+            continue  # older versions wrote no pid: such folders are stale by now
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
 
 
 def _render_chunk(job):
@@ -81,7 +131,9 @@ def make_dataset(out, num_images, image_size=64, seed=0, workers=2, overwrite=Fa
         raise ValueError(f"{out} already exists (pass --overwrite to replace it)")
     parent = os.path.dirname(out)
     os.makedirs(parent, exist_ok=True)
-    building = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(out)}.building-")
+    for path in remove_stale_builds(out):
+        print(f"removed {path}, left by an interrupted run", file=sys.stderr)
+    building = tempfile.mkdtemp(dir=parent, prefix=f"{_building_prefix(out)}{os.getpid()}-")
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(building, 0o777 & ~umask)  # mkdtemp makes it private
@@ -95,7 +147,8 @@ def make_dataset(out, num_images, image_size=64, seed=0, workers=2, overwrite=Fa
             if workers > 1:
                 # fork starts instantly (no re-import of torch in the workers).
                 method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-                with multiprocessing.get_context(method).Pool(workers) as pool:
+                context = multiprocessing.get_context(method)
+                with context.Pool(workers, initializer=_worker_init, initargs=(os.getpid(),)) as pool:
                     for chunk in pool.imap(_render_chunk, jobs):
                         faces.extend(chunk)
                         bar.update(len(chunk))
@@ -132,14 +185,24 @@ def main(argv=None):
     parser.add_argument("--workers", type=int, default=2, help="rendering processes")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     args = parser.parse_args(argv)
+    previous_term = signal.signal(signal.SIGTERM, _terminate)  # SIGTERM cleans up like Ctrl-C
     try:
         out = make_dataset(args.out, args.num_images, args.image_size, args.seed, args.workers, args.overwrite,
                            sampling=args.attributes)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: {os.path.abspath(args.out)} not written (nor changed)", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
     print(f"wrote {args.num_images} faces ({args.image_size}x{args.image_size}) to {out}")
     return 0
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

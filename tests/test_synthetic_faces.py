@@ -284,3 +284,72 @@ def test_dataset_loads_with_guided_diffusion_loader(tmp_path):
     expected = expected.permute(0, 3, 1, 2).float() / 127.5 - 1
     torch.testing.assert_close(images, expected, atol=1e-5, rtol=0)
     torch.testing.assert_close(kwargs["y"], read_attributes(str(out)))
+
+
+def _start_generation(tmp_path, repo_root, out_name="faces", num_images=3000):
+    """The CLI rendering many faces in a session of its own (a terminal's Ctrl-C reaches the whole
+    process group); returns (process, the hidden building folder once it holds a face)."""
+    import time
+
+    script = os.path.join(repo_root, "preprocess", "make_synthetic_dataset.py")
+    process = subprocess.Popen(
+        [sys.executable, script, "--out", str(tmp_path / out_name), "--num_images", str(num_images),
+         "--image_size", "32", "--workers", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        building = [n for n in os.listdir(tmp_path) if n.startswith(f".{out_name}.building-")]
+        if building and any(n.endswith(".png") for n in os.listdir(tmp_path / building[0])):
+            return process, tmp_path / building[0]
+        if process.poll() is not None:
+            break
+        time.sleep(0.05)
+    process.kill()
+    pytest.fail(f"the generator wrote no face: {process.communicate()[1][-2000:]}")
+
+
+def _group_gone(pgid, timeout=20):
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.skipif(not hasattr(os, "killpg"), reason="needs POSIX process groups")
+def test_ctrl_c_prints_one_line_and_leaves_nothing(tmp_path, repo_root):
+    import signal
+
+    process, _ = _start_generation(tmp_path, repo_root)
+    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: every process of the group
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-2000:]
+    lines = [line for line in err.replace("\r", "\n").splitlines() if "interrupted" in line]
+    assert len(lines) == 1 and "not written" in lines[0], err[-2000:]
+    assert _group_gone(process.pid), "rendering processes outlived the interrupted run"
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.skipif(not hasattr(os, "killpg"), reason="needs POSIX process groups")
+def test_rerun_removes_what_a_killed_run_left(tmp_path, repo_root, capsys):
+    import signal
+
+    process, building = _start_generation(tmp_path, repo_root)
+    os.kill(process.pid, signal.SIGKILL)  # no cleanup possible: the folder stays behind
+    process.communicate(timeout=60)
+    assert _group_gone(process.pid), "rendering processes outlived their killed parent"
+    assert building.is_dir()
+    # A folder of a live run for the same destination (this test's own pid) is not touched.
+    alive = tmp_path / f".faces.building-{os.getpid()}-concurrent"
+    alive.mkdir()
+    out = make_dataset(str(tmp_path / "faces"), 4, image_size=32, seed=0, workers=1, progress=False)
+    assert f"removed {building}" in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path)) == sorted([alive.name, "faces"])
+    assert len([n for n in os.listdir(out) if n.endswith(".png")]) == 4
