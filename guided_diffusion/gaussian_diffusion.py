@@ -81,6 +81,7 @@ class ModelMeanType(enum.Enum):
     PREVIOUS_X = enum.auto()  # the posterior mean of x_{t-1}
     START_X = enum.auto()  # x_0
     EPSILON = enum.auto()  # the noise eps
+    VELOCITY = enum.auto()  # v = sqrt(alphabar_t) eps - sqrt(1 - alphabar_t) x_0 (Salimans & Ho 2022)
 
 
 class ModelVarType(enum.Enum):
@@ -141,7 +142,8 @@ class GaussianDiffusion:
         equals min(SNR_t, snr_gamma) * |x_0 - x_0_hat|^2 (Min-SNR-gamma,
         Hang et al. 2023), SNR_t = alphabar_t / (1 - alphabar_t). The
         weights are in self.mse_loss_weights: min(SNR_t, gamma) / SNR_t for
-        eps prediction, min(SNR_t, gamma) for x_0 prediction, and
+        eps prediction, min(SNR_t, gamma) for x_0 prediction,
+        min(SNR_t, gamma) / (SNR_t + 1) for v prediction, and
         min(SNR_t, gamma) / posterior_mean_coef1_t^2 for previous-x
         prediction. None means weight 1.
     """
@@ -217,6 +219,7 @@ class GaussianDiffusion:
         target_scale = {
             ModelMeanType.EPSILON: snr,
             ModelMeanType.START_X: np.ones_like(snr),
+            ModelMeanType.VELOCITY: snr + 1.0,
             ModelMeanType.PREVIOUS_X: self.posterior_mean_coef1**2,
         }[self.model_mean_type]
         return np.minimum(snr, snr_gamma) / target_scale
@@ -355,11 +358,15 @@ class GaussianDiffusion:
         else:
             if self.model_mean_type == ModelMeanType.START_X:
                 pred_xstart = process_xstart(model_output)
+            elif self.model_mean_type == ModelMeanType.VELOCITY:
+                pred_xstart = process_xstart(self._predict_xstart_from_v(x, t, model_output))
             else:
                 pred_xstart = process_xstart(self._predict_xstart_from_eps(x, t, model_output))
             mean, _, _ = self.q_posterior_mean_variance(pred_xstart, x, t)
         if self.model_mean_type == ModelMeanType.EPSILON and not processed:
             eps = model_output  # exact; re-deriving it would only add rounding
+        elif self.model_mean_type == ModelMeanType.VELOCITY and not processed:
+            eps = self._predict_eps_from_v(x, t, model_output)  # no 1/sqrt(alphabar) amplification
         else:
             eps = self._predict_eps_from_xstart(x, t, pred_xstart)
         return {
@@ -374,6 +381,23 @@ class GaussianDiffusion:
         return _extract(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t - _extract(
             self.sqrt_recipm1_alphas_cumprod, t, x_t
         ) * eps
+
+    def _predict_xstart_from_v(self, x_t, t, v):
+        return _extract(self.sqrt_alphas_cumprod, t, x_t) * x_t - _extract(
+            self.sqrt_one_minus_alphas_cumprod, t, x_t
+        ) * v
+
+    def _predict_eps_from_v(self, x_t, t, v):
+        return _extract(self.sqrt_one_minus_alphas_cumprod, t, x_t) * x_t + _extract(
+            self.sqrt_alphas_cumprod, t, x_t
+        ) * v
+
+    def velocity(self, x_start, t, noise):
+        """The v-prediction target at level t: sqrt(alphabar_t) noise - sqrt(1 - alphabar_t) x_start."""
+        return (
+            _extract(self.sqrt_alphas_cumprod, t, x_start) * noise
+            - _extract(self.sqrt_one_minus_alphas_cumprod, t, x_start) * x_start
+        )
 
     def _predict_xstart_from_xprev(self, x_t, t, xprev):
         # Invert the posterior mean: xprev = coef1 x_0 + coef2 x_t.
@@ -858,6 +882,7 @@ class GaussianDiffusion:
             ModelMeanType.PREVIOUS_X: lambda: self.q_posterior_mean_variance(x_start, x_t, t)[0],
             ModelMeanType.START_X: lambda: x_start,
             ModelMeanType.EPSILON: lambda: noise,
+            ModelMeanType.VELOCITY: lambda: self.velocity(x_start, t, noise),
         }[self.model_mean_type]()
         if model_output.shape != target.shape:
             raise ValueError(f"model output has shape {tuple(model_output.shape)}, expected {tuple(target.shape)}")

@@ -30,7 +30,11 @@ RUNTIME_OPTIONS = ("use_checkpoint", "use_fp16", "timestep_respacing")
 
 
 def diffusion_defaults():
-    """The paper's diffusion settings: 1000 linear-schedule steps, eps prediction, fixed variances."""
+    """The paper's diffusion settings: 1000 linear-schedule steps, eps prediction, fixed variances.
+
+    predict_v=True makes the model predict v = sqrt(alphabar) eps - sqrt(1 - alphabar) x_0 instead
+    (Salimans & Ho 2022): off by default so that eps-prediction checkpoints load unchanged.
+    """
     return dict(
         learn_sigma=False,
         diffusion_steps=1000,
@@ -38,6 +42,7 @@ def diffusion_defaults():
         timestep_respacing="",
         use_kl=False,
         predict_xstart=False,
+        predict_v=False,
         rescale_timesteps=False,
         rescale_learned_sigmas=False,
         snr_gamma=None,
@@ -94,6 +99,7 @@ def create_model_and_diffusion(
     use_new_attention_order,
     num_attributes,
     snr_gamma,
+    predict_v=False,
 ):
     """(UNetModel, SpacedDiffusion) for the keys of model_and_diffusion_defaults()."""
     model = create_model(
@@ -121,6 +127,7 @@ def create_model_and_diffusion(
         noise_schedule=noise_schedule,
         use_kl=use_kl,
         predict_xstart=predict_xstart,
+        predict_v=predict_v,
         rescale_timesteps=rescale_timesteps,
         rescale_learned_sigmas=rescale_learned_sigmas,
         timestep_respacing=timestep_respacing,
@@ -216,12 +223,15 @@ def create_gaussian_diffusion(
     noise_schedule="linear",
     use_kl=False,
     predict_xstart=False,
+    predict_v=False,
     rescale_timesteps=False,
     rescale_learned_sigmas=False,
     timestep_respacing="",
     snr_gamma=None,
 ):
     """A SpacedDiffusion; `timestep_respacing` "" keeps all `steps` steps."""
+    if predict_xstart and predict_v:
+        raise ValueError("predict_xstart and predict_v exclude each other: the model predicts one target")
     betas = gd.get_named_beta_schedule(noise_schedule, steps)
     if use_kl:
         loss_type = gd.LossType.RESCALED_KL
@@ -238,12 +248,35 @@ def create_gaussian_diffusion(
     return SpacedDiffusion(
         use_timesteps=space_timesteps(steps, timestep_respacing),
         betas=betas,
-        model_mean_type=(gd.ModelMeanType.START_X if predict_xstart else gd.ModelMeanType.EPSILON),
+        model_mean_type=(
+            gd.ModelMeanType.START_X
+            if predict_xstart
+            else gd.ModelMeanType.VELOCITY
+            if predict_v
+            else gd.ModelMeanType.EPSILON
+        ),
         model_var_type=model_var_type,
         loss_type=loss_type,
         rescale_timesteps=rescale_timesteps,
         snr_gamma=snr_gamma,
     )
+
+
+def diffusion_from_config(config, timestep_respacing=None):
+    """The SpacedDiffusion a model/diffusion hyper-parameter dict describes (e.g. a checkpoint's
+    load_model_config), respaced to `timestep_respacing` when given ('' keeps every step)."""
+    keys = dict(
+        steps="diffusion_steps", learn_sigma="learn_sigma", noise_schedule="noise_schedule", use_kl="use_kl",
+        predict_xstart="predict_xstart", predict_v="predict_v", rescale_timesteps="rescale_timesteps",
+        rescale_learned_sigmas="rescale_learned_sigmas", snr_gamma="snr_gamma",
+        timestep_respacing="timestep_respacing",
+    )
+    defaults = diffusion_defaults()
+    kwargs = {arg: config.get(key, defaults.get(key)) for arg, key in keys.items()}
+    kwargs["steps"] = config["diffusion_steps"]
+    if timestep_respacing is not None:
+        kwargs["timestep_respacing"] = timestep_respacing
+    return create_gaussian_diffusion(**kwargs)
 
 
 def add_dict_to_argparser(parser, default_dict, help=None):

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from guided_diffusion.script_util import create_gaussian_diffusion, load_diffusion_model
+from guided_diffusion.script_util import diffusion_from_config, load_diffusion_model
 from preprocess.attributes import ATTRIBUTE_NAMES, EDITABLE_ATTRIBUTES, RECONSTRUCTION_INDEX
 from preprocess.classifier import load_classifier
 
@@ -277,12 +277,7 @@ class AttributeEditor:
         """The model's diffusion under `timestep_respacing` ('' = all steps), cached."""
         key = timestep_respacing or ""
         if key not in self._diffusions:
-            c = self.config
-            self._diffusions[key] = create_gaussian_diffusion(
-                steps=c["diffusion_steps"], learn_sigma=c["learn_sigma"], noise_schedule=c["noise_schedule"],
-                use_kl=c.get("use_kl", False), predict_xstart=c.get("predict_xstart", False),
-                rescale_timesteps=c.get("rescale_timesteps", False),
-                rescale_learned_sigmas=c.get("rescale_learned_sigmas", False), timestep_respacing=key)
+            self._diffusions[key] = diffusion_from_config(self.config, key)
         return self._diffusions[key]
 
     @torch.no_grad()

@@ -17,18 +17,17 @@ import sys
 
 import torch as th
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from guided_diffusion import dist_util, logger  # noqa: E402
-from guided_diffusion.image_datasets import load_data  # noqa: E402
-from guided_diffusion.resample import create_named_schedule_sampler  # noqa: E402
-from guided_diffusion.script_util import (  # noqa: E402
+from guided_diffusion import dist_util, logger
+from guided_diffusion.image_datasets import list_image_files, load_data
+from guided_diffusion.resample import create_named_schedule_sampler
+from guided_diffusion.script_util import (
     add_dict_to_argparser,
     args_to_dict,
+    check_state_dict,
     create_model_and_diffusion,
     model_and_diffusion_defaults,
 )
-from guided_diffusion.train_util import (  # noqa: E402
+from guided_diffusion.train_util import (
     TrainLoop,
     find_resume_checkpoint,
     parse_resume_step_from_filename,
@@ -51,14 +50,24 @@ def train(args):
     logger.configure(dir=args.log_dir)
     logger.log(f"arguments: {vars(args)}")
     th.manual_seed(args.seed)
+    if not args.resize_data:
+        _collectively(lambda: check_image_size(args.data_dir, args.image_size))
 
     model_config = args_to_dict(args, model_and_diffusion_defaults().keys())
     model, diffusion = create_model_and_diffusion(**model_config)
     model.to(dist_util.dev())
     schedule_sampler = create_named_schedule_sampler(args.schedule_sampler, diffusion)
 
-    resume = dist_util.rank0_result(lambda: find_resume_checkpoint(args.resume_checkpoint, args.log_dir))
+    # The newest step whose files all load (a corrupt newest step is skipped, with a message).
+    resume = dist_util.rank0_result(
+        lambda: find_resume_checkpoint(args.resume_checkpoint, args.log_dir, ema_rates=args.ema_rate, log=logger.log)
+    )
     start_step = parse_resume_step_from_filename(resume) if resume else 0
+    if args.init_from and not resume:  # a fine-tune's first start; a resumed run ignores it
+        state_dict = dist_util.load_state_dict(args.init_from, map_location="cpu")
+        check_state_dict(model, state_dict, args.init_from)
+        model.load_state_dict({k: v.float() for k, v in state_dict.items()})
+        logger.log(f"initialised from {args.init_from} (step 0)")
     data = _collectively(
         lambda: load_data(
             data_dir=args.data_dir,
@@ -98,6 +107,26 @@ def train(args):
     ).run_loop()
 
 
+def check_image_size(data_dir, image_size):
+    """Refuse a dataset whose images are not image_size x image_size (the first, middle and last
+    image are looked at): the loader would resize them silently."""
+    from PIL import Image
+
+    paths = list_image_files(data_dir)
+    for path in dict.fromkeys([paths[0], paths[len(paths) // 2], paths[-1]]):
+        try:
+            with Image.open(path) as image:
+                width, height = image.size
+        except OSError as exc:
+            raise ValueError(f"cannot read image {path}: {exc}") from None
+        if (width, height) != (image_size, image_size):
+            raise ValueError(
+                f"{path} is {width}x{height} but --image_size is {image_size}: pass --image_size "
+                f"{width if width == height else min(width, height)} (with model flags for that size; the "
+                "README has a 64 px recipe) or --resize_data True to centre-crop and resize the images"
+            )
+
+
 def _collectively(fn):
     """Run fn on every rank; if it fails on any rank, raise on all (so none waits in a collective)."""
     result, error = None, None
@@ -121,7 +150,13 @@ HELP = {
     "ema_warmup": "decay min(rate, (1+step)/(10+step)): usable EMA weights after short runs",
     "lr_anneal_steps": "if > 0: lr decays linearly to 0 at this step, where training ends",
     "max_steps": "if > 0: stop at this step without changing the lr schedule",
-    "resume_checkpoint": "modelNNNNNN.pt to resume from (default: the latest in --log_dir)",
+    "resume_checkpoint": "modelNNNNNN.pt to resume from (default: the latest step in --log_dir whose "
+    "model, opt and ema files all load)",
+    "resize_data": "centre-crop and resize images that are not --image_size square (default: refuse them)",
+    "init_from": "weights to start a new run from (a fine-tune, e.g. of an eps model as v-prediction); "
+    "ignored when --log_dir has a checkpoint to resume",
+    "predict_v": "predict v = sqrt(abar) eps - sqrt(1 - abar) x0 instead of eps (no 1/sqrt(abar) "
+    "amplification of the model's error in x0 at the noisiest levels)",
     "use_fp16": "float16 weights with loss scaling (GPU)",
     "use_bf16": "bfloat16 autocast, float32 weights",
     "schedule_sampler": "uniform or loss-second-moment",
@@ -148,9 +183,11 @@ def create_argparser():
         log_interval=10,
         save_interval=10000,
         resume_checkpoint="",
+        init_from="",
         use_bf16=False,
         fp16_scale_growth=1e-3,
         random_flip=True,
+        resize_data=False,
         seed=0,
     )
     defaults.update(model_and_diffusion_defaults())

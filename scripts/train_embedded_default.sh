@@ -4,7 +4,7 @@
 # an interruption. RUN_DIR holds everything large (datasets, training checkpoints); it is not
 # part of the repository.
 #
-#   RUN_DIR=/path/to/runs bash scripts/train_embedded_default.sh [data|classifier|eval_classifier|diffusion|diffusion_independent|export|all]
+#   RUN_DIR=/path/to/runs bash scripts/train_embedded_default.sh [data|classifier|eval_classifier|diffusion|diffusion_independent|diffusion_v|export|all]
 #
 # Hardware of the shipped run: see checkpoints/README.md. On a GPU machine set NPROC to the GPU
 # count; on CPU it is the number of processes (1 thread each).
@@ -14,6 +14,7 @@ RUN_DIR=${RUN_DIR:-runs}
 NPROC=${NPROC:-2}
 DIFFUSION_STEPS=${DIFFUSION_STEPS:-14000}        # first stage: CelebA-like faces, batch 16
 INDEPENDENT_STEPS=${INDEPENDENT_STEPS:-17500}    # second stage ends here: independent attributes, batch 128
+V_STEPS=${V_STEPS:-6000}                         # third stage: the same weights fine-tuned as v-prediction
 stage=${1:-all}
 
 data() {
@@ -76,8 +77,23 @@ diffusion_independent() {
         --batch_size $((128 / NPROC)) --log_interval 100 --max_steps "$INDEPENDENT_STEPS"
 }
 
+# Third stage: the eps model cannot pass the noise's per-channel mean to its output (its last
+# GroupNorm has one channel per group), and x0 = (x_t - sqrt(1 - abar) eps) / sqrt(abar) multiplies
+# that miss by up to 158: colour casts in samples from pure noise. A v-prediction model gets eps's
+# mean from x_t analytically. Fine-tuned from the second stage's weights, plain v-MSE (the min-SNR
+# weight for v vanishes at the noisiest levels, which are the ones the new target must learn).
+diffusion_v() {
+    init="$RUN_DIR/diffusion64_independent/ema_0.999_$(printf %06d "$INDEPENDENT_STEPS").pt"
+    [ -f "$init" ] || init=checkpoints/diffusion_eps.pt  # the shipped step-17,500 eps model
+    # shellcheck disable=SC2086
+    OMP_NUM_THREADS=1 mpiexec -n "$NPROC" python scripts/image_train.py ${DIFFUSION_FLAGS/--snr_gamma 5/--snr_gamma none} \
+        --predict_v True --init_from "$init" \
+        --data_dir "$RUN_DIR/data/synth64_s0_independent" --log_dir "$RUN_DIR/diffusion64_v" \
+        --batch_size $((16 / NPROC)) --log_interval 100 --max_steps "$V_STEPS"
+}
+
 export_checkpoints() {
-    latest=$(ls "$RUN_DIR"/diffusion64_independent/ema_0.999_*.pt | sort | tail -n 1)
+    latest=$(ls "$RUN_DIR"/diffusion64_v/ema_0.999_*.pt | sort | tail -n 1)
     python scripts/export_checkpoints.py --diffusion "$latest" \
         --classifier "$RUN_DIR/classifier_independent/classifier.pt" --eval_classifier "$RUN_DIR/eval_classifier_independent/classifier.pt"
 }
@@ -88,7 +104,8 @@ case "$stage" in
     eval_classifier) eval_classifier ;;
     diffusion) diffusion ;;
     diffusion_independent) diffusion_independent ;;
+    diffusion_v) diffusion_v ;;
     export) export_checkpoints ;;
-    all) data; classifier; eval_classifier; diffusion; diffusion_independent; export_checkpoints ;;
-    *) echo "error: unknown stage $stage (data|classifier|eval_classifier|diffusion|diffusion_independent|export|all)" >&2; exit 2 ;;
+    all) data; classifier; eval_classifier; diffusion; diffusion_independent; diffusion_v; export_checkpoints ;;
+    *) echo "error: unknown stage $stage (data|classifier|eval_classifier|diffusion|diffusion_independent|diffusion_v|export|all)" >&2; exit 2 ;;
 esac

@@ -99,6 +99,12 @@ def gaussian_eps_oracle(alphas_cumprod, mu, std):
     return model
 
 
+def velocity(diffusion, x0, t, noise):
+    """v = sqrt(alphabar_t) noise - sqrt(1 - alphabar_t) x0, computed here from the schedule."""
+    a = torch.from_numpy(diffusion.alphas_cumprod).to(x0)[t].reshape(-1, 1, 1, 1)
+    return a.sqrt() * noise - (1 - a).sqrt() * x0
+
+
 def rel_err(a, b):
     return ((a - b).norm() / b.norm()).item()
 
@@ -202,6 +208,7 @@ def test_p_mean_variance_oracles_recover_x0():
             ModelMeanType.EPSILON: noise,
             ModelMeanType.START_X: x0,
             ModelMeanType.PREVIOUS_X: posterior_mean,
+            ModelMeanType.VELOCITY: velocity(diffusion, x0, t, noise),
         }[mean_type]
         out = diffusion.p_mean_variance(lambda x, ts: truth, x_t, t, clip_denoised=False)
         torch.testing.assert_close(out["pred_xstart"], x0, rtol=0, atol=1e-9)
@@ -560,6 +567,7 @@ def test_mse_loss_of_oracle_is_zero(mean_type):
         ModelMeanType.EPSILON: noise,
         ModelMeanType.START_X: x0,
         ModelMeanType.PREVIOUS_X: diffusion.q_posterior_mean_variance(x0, x_t, t)[0],
+        ModelMeanType.VELOCITY: velocity(diffusion, x0, t, noise),
     }[mean_type]
     terms = diffusion.training_losses(lambda x, ts: truth, x0, t, noise=noise)
     assert terms["loss"].shape == (4,) and terms["loss"].max() < 1e-20
@@ -602,6 +610,7 @@ def test_min_snr_weighting(mean_type):
         ModelMeanType.EPSILON: snr,
         ModelMeanType.START_X: np.ones_like(snr),
         ModelMeanType.PREVIOUS_X: diffusion.posterior_mean_coef1**2,
+        ModelMeanType.VELOCITY: snr + 1,
     }[mean_type]
     np.testing.assert_allclose(diffusion.mse_loss_weights, np.minimum(snr, gamma) / scale)
     assert (snr > gamma).any() and (snr < gamma).any()
@@ -780,3 +789,43 @@ def test_loss_aware_sampler_gathers_losses_across_ranks(repo_root):
     np.testing.assert_allclose(weights[0], weights[1])
     expected = 0.999 * np.array([1, 1, 3, 3]) / 8 + 0.001 / 4
     np.testing.assert_allclose(weights[0], expected, rtol=1e-5)
+
+
+def test_v_prediction_passes_the_noise_mean_without_amplification():
+    """A v model's error in x0 is its error in v times sqrt(1 - alphabar) (at most 1), where an eps
+    model's is its error in eps times sqrt(1 / alphabar - 1) (158 at t = 999 of the linear schedule):
+    a model that misses the noise's per-channel mean by delta shifts x0 by that much more."""
+    eps_diffusion = GaussianDiffusion(**diffusion_kwargs(steps=1000))
+    v_diffusion = GaussianDiffusion(**diffusion_kwargs(steps=1000, mean_type=ModelMeanType.VELOCITY))
+    x0 = torch.rand(2, 3, 8, 8, dtype=torch.float64) * 2 - 1
+    noise = torch.randn_like(x0)
+    t = torch.tensor([999, 999])
+    x_t = eps_diffusion.q_sample(x0, t, noise=noise)
+    delta = 0.01
+    eps_out = eps_diffusion.p_mean_variance(lambda x, ts: noise + delta, x_t, t, clip_denoised=False)
+    v_out = v_diffusion.p_mean_variance(
+        lambda x, ts: velocity(v_diffusion, x0, t, noise) + delta, x_t, t, clip_denoised=False
+    )
+    eps_shift = (eps_out["pred_xstart"] - x0).mean().item()
+    v_shift = (v_out["pred_xstart"] - x0).mean().item()
+    assert eps_shift == pytest.approx(-delta * math.sqrt(1 / eps_diffusion.alphas_cumprod[999] - 1), rel=1e-6)
+    assert abs(eps_shift) > 1.5
+    assert v_shift == pytest.approx(-delta * math.sqrt(1 - v_diffusion.alphas_cumprod[999]), rel=1e-6)
+    # eps of a v model is exact: x_t = sqrt(a) x0_hat + sqrt(1 - a) eps_hat.
+    a = v_diffusion.alphas_cumprod[999]
+    torch.testing.assert_close(math.sqrt(a) * v_out["pred_xstart"] + math.sqrt(1 - a) * v_out["eps"], x_t)
+
+
+def test_v_prediction_samplers_and_inversions_round_trip():
+    """DDIM inversion and edit-friendly DDPM inversion work unchanged on a v model."""
+    diffusion = spaced([20], steps=1000, mean_type=ModelMeanType.VELOCITY)
+    net = tiny_net(seed=3)
+    x0 = torch.rand(2, 3, 8, 8, dtype=torch.float64) * 2 - 1
+    inverted = diffusion.ddpm_inversion(net, x0, clip_denoised=False)
+    back = diffusion.p_sample_loop(
+        net, x0.shape, noise=inverted["x_T"], noise_sequence=inverted["noise_sequence"], clip_denoised=False
+    )
+    torch.testing.assert_close(back, x0, rtol=0, atol=1e-9)
+    latent = diffusion.ddim_reverse_sample_loop(net, x0, clip_denoised=False, fixed_point_iterations=8)
+    back = diffusion.ddim_sample_loop(net, x0.shape, noise=latent, clip_denoised=False)
+    assert (back - x0).abs().max() < 1e-4
