@@ -3,10 +3,7 @@
 With no flags it edits image IMAGE_INDEX of the embedded default (synthetic faces rendered from a
 held-out seed) by attribute ATTRIBUTE_INDEX, both set at the top of optimization/attribute_editor.py.
 """
-import os
 import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 def run():

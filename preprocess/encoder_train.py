@@ -46,11 +46,9 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from guided_diffusion.script_util import str2bool  # noqa: E402
-from preprocess.attributes import ATTRIBUTE_NAMES  # noqa: E402
-from preprocess.classifier import (  # noqa: E402
+from guided_diffusion.script_util import str2bool
+from preprocess.attributes import ATTRIBUTE_NAMES
+from preprocess.classifier import (
     ARCHITECTURES,
     FEATURE_ACTIVATIONS,
     INPUT_NORMALIZATIONS,

@@ -27,13 +27,11 @@ import shutil
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import blobfile as bf
+from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
 
-import blobfile as bf  # noqa: E402
-from PIL import Image, UnidentifiedImageError  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from preprocess.attributes import (  # noqa: E402
+from preprocess.attributes import (
     replace_directory,
     IMAGE_EXTENSIONS,
     image_filename,

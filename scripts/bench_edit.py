@@ -16,16 +16,14 @@ import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from guided_diffusion.script_util import (  # noqa: E402
+from guided_diffusion.script_util import (
     create_model_and_diffusion,
     model_and_diffusion_defaults,
     save_model_config,
 )
-from optimization.arguments import DEFAULT_CLASSIFIER_PATH, DEFAULT_MODEL_PATH  # noqa: E402
-from optimization.attribute_editor import AttributeEditor, EditOptions, query_from_indices  # noqa: E402
-from preprocess.classifier import AttributeClassifier  # noqa: E402
+from optimization.arguments import DEFAULT_CLASSIFIER_PATH, DEFAULT_MODEL_PATH
+from optimization.attribute_editor import AttributeEditor, EditOptions, query_from_indices
+from preprocess.classifier import AttributeClassifier
 
 # The embedded default's model config, used for --random runs.
 RANDOM_CONFIG = dict(num_channels=32, channel_mult="1,2,2,2", num_res_blocks=1, attention_resolutions="16,8",

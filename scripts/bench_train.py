@@ -8,7 +8,6 @@ fixed random batch, so data loading is left out.
 """
 
 import argparse
-import os
 import resource
 import sys
 import tempfile
@@ -17,16 +16,14 @@ import time
 import torch as th
 from tqdm.auto import tqdm
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from guided_diffusion import logger  # noqa: E402
-from guided_diffusion.script_util import (  # noqa: E402
+from guided_diffusion import logger
+from guided_diffusion.script_util import (
     add_dict_to_argparser,
     args_to_dict,
     create_model_and_diffusion,
     model_and_diffusion_defaults,
 )
-from guided_diffusion.train_util import TrainLoop  # noqa: E402
+from guided_diffusion.train_util import TrainLoop
 
 
 def main(argv=None):

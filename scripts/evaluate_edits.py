@@ -32,11 +32,9 @@ import sys
 import torch
 from tqdm import tqdm
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from optimization import evaluation as ev  # noqa: E402
-from optimization.arguments import DEFAULT_CLASSIFIER_PATH, DEFAULT_MODEL_PATH, REPO_ROOT  # noqa: E402
-from optimization.attribute_editor import (  # noqa: E402
+from optimization import evaluation as ev
+from optimization.arguments import DEFAULT_CLASSIFIER_PATH, DEFAULT_MODEL_PATH, REPO_ROOT
+from optimization.attribute_editor import (
     AttributeEditor,
     EditResult,
     check_attribute_index,
@@ -46,11 +44,11 @@ from optimization.attribute_editor import (  # noqa: E402
     to_tensor,
     to_uint8,
 )
-from optimization.losses import load_lpips  # noqa: E402
-from optimization.visualization import save_image_atomic  # noqa: E402
-from preprocess.attributes import ATTRIBUTE_NAMES, EDITABLE_ATTRIBUTES, RECONSTRUCTION_INDEX  # noqa: E402
-from preprocess.classifier import load_classifier  # noqa: E402
-from preprocess.synthetic_faces import MIN_IMAGE_SIZE, attribute_mask, example_face, render  # noqa: E402
+from optimization.losses import load_lpips
+from optimization.visualization import save_image_atomic
+from preprocess.attributes import ATTRIBUTE_NAMES, EDITABLE_ATTRIBUTES, RECONSTRUCTION_INDEX
+from preprocess.classifier import load_classifier
+from preprocess.synthetic_faces import MIN_IMAGE_SIZE, attribute_mask, example_face, render
 
 DEFAULT_EVAL_CLASSIFIER_PATH = os.path.join(REPO_ROOT, "checkpoints", "eval_classifier.pt")
 DEFAULT_SYNTHETIC_IDENTITIES = 50

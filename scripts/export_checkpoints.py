@@ -15,14 +15,12 @@ import sys
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from guided_diffusion.script_util import (  # noqa: E402
+from guided_diffusion.script_util import (
     create_model_and_diffusion,
     load_diffusion_model,
     save_model_config,
 )
-from preprocess.classifier import load_classifier  # noqa: E402
+from preprocess.classifier import load_classifier
 
 OUT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints")
 

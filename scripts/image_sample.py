@@ -22,10 +22,8 @@ from PIL import Image
 from torchvision.utils import make_grid
 from tqdm.auto import tqdm
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from guided_diffusion.script_util import load_diffusion_model, load_model_config, str2bool  # noqa: E402
-from guided_diffusion.train_util import find_ema_checkpoint, find_resume_checkpoint  # noqa: E402
+from guided_diffusion.script_util import load_diffusion_model, load_model_config, str2bool
+from guided_diffusion.train_util import find_ema_checkpoint, find_resume_checkpoint
 
 
 def main(argv=None):

@@ -14,13 +14,11 @@ import io
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
-import numpy as np  # noqa: E402
-from PIL import Image, ImageDraw, ImageFont  # noqa: E402
-
-from preprocess.attributes import ATTRIBUTE_SHORT_NAMES, EDITABLE_ATTRIBUTES, atomic_write  # noqa: E402
-from preprocess.synthetic_faces import example_face, render  # noqa: E402
+from preprocess.attributes import ATTRIBUTE_SHORT_NAMES, EDITABLE_ATTRIBUTES, atomic_write
+from preprocess.synthetic_faces import example_face, render
 
 BACKGROUND = (255, 255, 255)
 INK = (20, 20, 20)

@@ -16,18 +16,16 @@ import sys
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from optimization.arguments import DEFAULT_CLASSIFIER_PATH, DEFAULT_MODEL_PATH, PRESETS  # noqa: E402
-from optimization.attribute_editor import (  # noqa: E402
+from optimization.arguments import DEFAULT_CLASSIFIER_PATH, DEFAULT_MODEL_PATH, PRESETS
+from optimization.attribute_editor import (
     AttributeEditor,
     EditOptions,
     load_dataset_item,
     query_from_indices,
     to_uint8,
 )
-from optimization.visualization import labelled_grid, save_image_atomic  # noqa: E402
-from preprocess.attributes import ATTRIBUTE_SHORT_NAMES, EDITABLE_ATTRIBUTES  # noqa: E402
+from optimization.visualization import labelled_grid, save_image_atomic
+from preprocess.attributes import ATTRIBUTE_SHORT_NAMES, EDITABLE_ATTRIBUTES
 
 HELD_OUT = "synthetic:1000"
 
