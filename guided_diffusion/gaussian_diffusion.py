@@ -7,7 +7,9 @@ The API follows openai/guided-diffusion. Conventions used throughout:
 - Levels. "x at level t" (t in [0, T-1], T = num_timesteps) means
   x_t = sqrt(alphas_cumprod[t]) * x_0 + sqrt(1 - alphas_cumprod[t]) * eps.
   A sampler step at t maps level t to level t-1 (to x_0 when t == 0); a
-  DDIM inversion step at t maps level t-1 (x_0 when t == 0) to level t.
+  DDIM inversion step at t (ddim_invert_step) maps level t-1 (x_0 when
+  t == 0) to level t. ddim_reverse_sample keeps guided-diffusion's meaning:
+  x at level t to level t+1, the model evaluated at (x, t).
 - Timesteps. Every method takes t as a long tensor [N] of indices into this
   object's schedule. The model is called with self._model_timesteps(t),
   which a SpacedDiffusion maps to the original process's timesteps.
@@ -538,6 +540,38 @@ class GaussianDiffusion:
         model,
         x,
         t,
+        clip_denoised=True,
+        denoised_fn=None,
+        model_kwargs=None,
+        eta=0.0,
+    ):
+        """
+        openai/guided-diffusion's reverse DDIM step: x at level t to level t+1,
+        with the model evaluated at (x, t):
+        x_{t+1} = sqrt(alphabar_{t+1}) x0_hat + sqrt(1 - alphabar_{t+1}) eps,
+        x0_hat and eps predicted at (x, t) (eps consistent with the processed
+        x0_hat). At t == T-1, alphabar_{t+1} is taken as 0 (alphas_cumprod_next)
+        and the result is eps. Same signature and defaults as guided-diffusion;
+        this project's own inversion (level t-1 to t, with fixed-point
+        refinement) is ddim_invert_step.
+
+        :param eta: must be 0 (the reverse ODE is deterministic).
+        :return: dict(sample=x at level t+1, pred_xstart=x0_hat).
+        """
+        if eta != 0:
+            raise ValueError(f"the reverse DDIM step is deterministic: eta must be 0, got {eta}")
+        out = self.p_mean_variance(
+            model, x, t, clip_denoised=clip_denoised, denoised_fn=denoised_fn, model_kwargs=model_kwargs
+        )
+        alpha_bar_next = _extract(self.alphas_cumprod_next, t, x)
+        sample = out["pred_xstart"] * torch.sqrt(alpha_bar_next) + torch.sqrt(1 - alpha_bar_next) * out["eps"]
+        return {"sample": sample, "pred_xstart": out["pred_xstart"]}
+
+    def ddim_invert_step(
+        self,
+        model,
+        x,
+        t,
         clip_denoised=False,
         denoised_fn=None,
         model_kwargs=None,
@@ -546,7 +580,8 @@ class GaussianDiffusion:
     ):
         """
         One deterministic DDIM inversion step from level t-1 (x_0 when
-        t == 0) to level t.
+        t == 0) to level t: the inverse of ddim_sample at t (the step
+        ddim_reverse_sample_loop_progressive takes).
 
         The exact inverse of ddim_sample at t needs eps at the unknown x_t.
         The usual approximation evaluates the model at (x, t) instead:
@@ -739,7 +774,7 @@ class GaussianDiffusion:
 
         :param x0: tensor [N, C, ...], the data to invert.
         :param num_steps: k in [1, T] (default T): stop at level k-1.
-        :param fixed_point_iterations: per step, see ddim_reverse_sample.
+        :param fixed_point_iterations: per step, see ddim_invert_step.
         :return: generator of dict(sample=x at level t, pred_xstart, t).
         """
         num_steps = self._resolve_num_steps(num_steps)
@@ -747,7 +782,7 @@ class GaussianDiffusion:
         for step in self._steps(0, num_steps, 1, progress, "DDIM inversion"):
             t = torch.full((x0.shape[0],), step, device=sample.device, dtype=torch.long)
             with torch.no_grad():
-                out = self.ddim_reverse_sample(
+                out = self.ddim_invert_step(
                     model,
                     sample,
                     t,

@@ -29,6 +29,7 @@ from guided_diffusion.resample import (
     create_named_schedule_sampler,
 )
 from guided_diffusion.respace import SpacedDiffusion, space_timesteps
+from guided_diffusion.unet import UNetModel
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -431,6 +432,87 @@ def test_ddim_inversion_round_trip():
     assert round_trip(diffusion_50, num_steps=20, iterations=10)[1] < 1e-9
 
 
+def perturbed_unet(seed=0, scale=0.05, num_attributes=4):
+    """A tiny attribute-conditional ADM UNet in float64 with every weight drawn at random: an untrained
+    UNet outputs exactly zero (its last convolution is zero-initialised), which would test nothing."""
+    torch.manual_seed(seed)
+    model = UNetModel(image_size=8, in_channels=3, model_channels=16, out_channels=3, num_res_blocks=1,
+                      attention_resolutions=(2,), channel_mult=(1, 2), num_head_channels=8,
+                      use_scale_shift_norm=True, num_attributes=num_attributes).double().eval().requires_grad_(False)
+    generator = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=generator, dtype=p.dtype) * scale)
+    return model
+
+
+@pytest.mark.parametrize("respacing", [None, "10"])
+@pytest.mark.parametrize("clip_denoised", [True, False])
+def test_ddim_reverse_sample_is_guided_diffusions_step_from_t_to_t_plus_1(respacing, clip_denoised):
+    # openai/guided-diffusion's ddim_reverse_sample: model at (x, t), then eq. 12 reversed onto
+    # alphabar_{t+1} (alphas_cumprod_next, 0 after the last level). Recomputed here by hand in numpy.
+    betas = get_named_beta_schedule("linear", 1000)
+    kwargs = dict(betas=betas, model_mean_type=ModelMeanType.EPSILON, model_var_type=ModelVarType.FIXED_SMALL,
+                  loss_type=LossType.MSE)
+    if respacing is None:
+        diffusion, timestep_map = GaussianDiffusion(**kwargs), np.arange(1000)
+    else:
+        kept = sorted(space_timesteps(1000, respacing))
+        diffusion, timestep_map = SpacedDiffusion(set(kept), **kwargs), np.array(kept)
+    alphabar = np.cumprod(1.0 - betas)[timestep_map]  # the (respaced) chain's alphabar_t
+    model = perturbed_unet()
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(3)) * 1.5
+    y = torch.tensor([[1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 1.0, 0.0]], dtype=torch.float64)
+    num_steps = diffusion.num_timesteps
+    for level in (0, num_steps // 2, num_steps - 2, num_steps - 1):
+        out = diffusion.ddim_reverse_sample(model, x, batch_t(level, 2), clip_denoised=clip_denoised,
+                                            model_kwargs={"y": y})
+        with torch.no_grad():
+            eps = model(x, torch.full((2,), int(timestep_map[level]), dtype=torch.long), y=y).numpy()
+        a, xn = alphabar[level], x.numpy()
+        x0 = np.sqrt(1 / a) * xn - np.sqrt(1 / a - 1) * eps
+        if clip_denoised:
+            x0 = np.clip(x0, -1, 1)
+        eps = (np.sqrt(1 / a) * xn - x0) / np.sqrt(1 / a - 1)  # re-derived from the processed x0, as there
+        a_next = alphabar[level + 1] if level + 1 < num_steps else 0.0
+        expected = np.sqrt(a_next) * x0 + np.sqrt(1 - a_next) * eps
+        np.testing.assert_allclose(out["pred_xstart"].numpy(), x0, rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(out["sample"].numpy(), expected, rtol=1e-9, atol=1e-9)
+        assert np.abs(eps).max() > 0.1  # the perturbed UNet is far from the all-zero untrained one
+    # Its default clips x0_hat, as guided-diffusion's does.
+    default = diffusion.ddim_reverse_sample(model, x, batch_t(1, 2), model_kwargs={"y": y})["sample"]
+    assert torch.equal(default, diffusion.ddim_reverse_sample(model, x, batch_t(1, 2), clip_denoised=True,
+                                                              model_kwargs={"y": y})["sample"])
+
+
+def test_ddim_invert_step_round_trips_with_ddim_sample():
+    # The project's inversion step maps level t-1 to level t; with fixed-point refinement ddim_sample at t
+    # brings it back to the same x at level t-1.
+    diffusion = spaced("20")
+    model = perturbed_unet(seed=1, scale=0.02)
+    y = torch.tensor([[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]], dtype=torch.float64)
+    x0 = torch.rand(2, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(4)) * 2 - 1
+    for level in (0, 19):
+        x_prev = x0 if level == 0 else diffusion.q_sample(x0, batch_t(level - 1, 2))
+        errors = []
+        for iterations in (0, 12):
+            out = diffusion.ddim_invert_step(model, x_prev, batch_t(level, 2), model_kwargs={"y": y},
+                                             fixed_point_iterations=iterations)
+            back = diffusion.ddim_sample(model, out["sample"], batch_t(level, 2), clip_denoised=False,
+                                         model_kwargs={"y": y})["sample"]
+            errors.append(rel_err(back, x_prev))
+        assert errors[1] < 1e-9 and errors[1] < errors[0]
+    # With 0 iterations it equals guided-diffusion's step from level t-1 for a model that ignores t (the two
+    # evaluate the model at the same x, at timesteps t and t-1).
+    net = gaussian_eps_oracle(np.full(1000, 0.5), 0.1, 0.7)
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    for level in (1, 10, 19):
+        torch.testing.assert_close(
+            diffusion.ddim_invert_step(net, x, batch_t(level, 2))["sample"],
+            diffusion.ddim_reverse_sample(net, x, batch_t(level - 1, 2), clip_denoised=False)["sample"],
+            rtol=1e-12, atol=1e-12)
+
+
 def test_ddim_partial_inversion_stops_at_requested_level():
     diffusion = spaced("20")
     net = tiny_net()
@@ -737,6 +819,8 @@ def test_bad_inputs_raise_clear_errors():
         diffusion.p_sample_loop(net, x.shape, noise=x, noise_sequence=[x] * 3)
     with pytest.raises(ValueError, match="eta"):
         diffusion.ddim_reverse_sample(net, x, batch_t(1, 2), eta=0.5)
+    with pytest.raises(ValueError, match="eta"):
+        diffusion.ddim_invert_step(net, x, batch_t(1, 2), eta=0.5)
     with pytest.raises(ValueError, match="cond_fn"):
         diffusion.p_sample(net, x, batch_t(1, 2), cond_fn=lambda x_, t_: x_[:1])
 
