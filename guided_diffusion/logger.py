@@ -64,14 +64,29 @@ class CSVFormat:
         with open(self.path, "a", newline="") as f:
             csv.writer(f).writerow([kvs.get(k, "") for k in self.keys])
 
+    def rewind(self, step):
+        """Drop the rows whose "step" is beyond `step` (a run resumed from `step` logs them again);
+        return how many were dropped."""
+        if not os.path.exists(self.path):
+            return 0
+        with open(self.path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        kept = [row for row in rows if not _beyond(row.get("step"), step)]
+        if len(kept) != len(rows):
+            self._write(self.keys, kept)
+        return len(rows) - len(kept)
+
     def _rewrite_with(self, keys):
         rows = []
         if os.path.exists(self.path):
             with open(self.path, newline="") as f:
                 rows = list(csv.DictReader(f))
+        self._write(keys, rows)
+
+    def _write(self, keys, rows):
         tmp = self.path + ".tmp"
         with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=keys, restval="")
+            writer = csv.DictWriter(f, fieldnames=keys, restval="", extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
         os.replace(tmp, self.path)
@@ -106,6 +121,13 @@ class TensorBoardFormat:
 
     def close(self):
         self.writer.close()
+
+
+def _beyond(value, step):
+    try:
+        return float(value) > step
+    except (TypeError, ValueError):  # no step in this row
+        return False
 
 
 def _ordered_keys(kvs):
@@ -169,6 +191,10 @@ class Logger:
         text = " ".join(str(a) for a in args)
         for fmt in self.output_formats:
             fmt.write_text(text)
+
+    def rewind_to_step(self, step):
+        """Drop logged rows beyond `step` where the outputs allow it (progress.csv); rows dropped."""
+        return sum(fmt.rewind(step) for fmt in self.output_formats if hasattr(fmt, "rewind"))
 
     def close(self):
         for fmt in self.output_formats:
@@ -252,6 +278,11 @@ def logkvs(d):
 
 def dumpkvs():
     return _current.dumpkvs()
+
+
+def rewind_to_step(step):
+    """Resuming from `step`: drop the progress.csv rows logged after it (they will be logged again)."""
+    return _current.rewind_to_step(step)
 
 
 def log(*args):

@@ -8,7 +8,9 @@ A log dir holds, per saved step S (six digits):
     ema_<rate>_S.pt  EMA weights for each rate
     optS.pt          AdamW state
 and model_config.json, the model/diffusion hyper-parameters. modelS.pt is
-written last, so its presence means the whole step S is on disk.
+written last, so its presence means the whole step S is on disk. Resuming
+checks more: the newest step whose files all load wins, and a newer step with
+a corrupt or missing file is skipped with a message naming the file.
 """
 
 import functools
@@ -113,10 +115,16 @@ class TrainLoop:
         self.device = next(model.parameters()).device
 
         # Rank 0 decides what to resume from; the others follow even if their disk differs.
-        resume_path = dist_util.rank0_result(lambda: find_resume_checkpoint(resume_checkpoint, self.log_dir))
+        resume_path = dist_util.rank0_result(
+            lambda: find_resume_checkpoint(resume_checkpoint, self.log_dir, ema_rates=self.ema_rate, log=logger.log)
+        )
         self.resume_checkpoint = resume_path
         self.resume_step = parse_resume_step_from_filename(resume_path) if resume_path else 0
         self.step = self.resume_step
+        if self.rank == 0:  # rows logged after the resumed step would be logged twice
+            dropped = logger.rewind_to_step(self.resume_step)
+            if dropped:
+                logger.log(f"progress.csv: dropped {dropped} rows after step {self.resume_step} (logged again)")
         if model_config is not None:
             self._check_and_write_config(model_config, resume_path)
         if resume_path:
@@ -174,10 +182,18 @@ class TrainLoop:
             logger.log(f"warning: {opt_path} not found, starting with a fresh optimizer")
             return
         try:
-            self.opt.load_state_dict(dist_util.load_state_dict(opt_path, map_location=self.device))
-        except ValueError as exc:
+            state = dist_util.load_state_dict(opt_path, map_location=self.device)
+        except ValueError as exc:  # the file itself is broken
             raise ValueError(
-                f"{opt_path} does not fit this optimizer (was --use_fp16 changed?): {exc}"
+                f"{opt_path} is unreadable (corrupt or truncated: {exc.__cause__ or exc}); move step "
+                f"{self.resume_step}'s files away to resume from an earlier step"
+            ) from exc
+        try:
+            self.opt.load_state_dict(state)
+        except ValueError as exc:  # a readable file of another optimizer
+            raise ValueError(
+                f"{opt_path} does not fit this optimizer: it was saved for other parameters "
+                f"(another model, or --use_fp16 changed): {exc}"
             ) from exc
         for group in self.opt.param_groups:  # the flags of this run win over the saved ones
             group["lr"] = self.lr
@@ -335,10 +351,18 @@ def parse_resume_step_from_filename(filename):
     return int(match.group(1)) if match else 0
 
 
-def find_resume_checkpoint(resume_checkpoint, log_dir):
+def find_resume_checkpoint(resume_checkpoint, log_dir, ema_rates=None, log=None):
     """
     The checkpoint to resume from: `resume_checkpoint` when given (it must
     exist), else the modelNNNNNN.pt of the highest step in `log_dir`, else None.
+
+    With `ema_rates` (training), the search in `log_dir` takes the newest step
+    whose whole set — modelS.pt, optS.pt and ema_<rate>_S.pt for every rate —
+    is on disk and loads; each newer step is skipped with a message (through
+    `log`) naming its missing or unreadable file. When no step is complete
+    (e.g. --ema_rate changed), the newest step whose files on disk all load is
+    taken (its missing files start afresh). A log dir where every step has an
+    unreadable file is an error rather than a silent fresh start.
     """
     if resume_checkpoint:
         if not os.path.isfile(resume_checkpoint):
@@ -347,7 +371,56 @@ def find_resume_checkpoint(resume_checkpoint, log_dir):
     if not log_dir or not os.path.isdir(log_dir):
         return None
     steps = {int(m.group(1)): name for name in os.listdir(log_dir) if (m := _MODEL_FILE.match(name))}
-    return os.path.join(log_dir, steps[max(steps)]) if steps else None
+    if not steps:
+        return None
+    if ema_rates is None:
+        return os.path.join(log_dir, steps[max(steps)])
+    log = log or (lambda message: None)
+    rates = parse_ema_rates(ema_rates)
+    newest_first = sorted(steps, reverse=True)
+
+    def files(step):
+        names = [steps[step], f"opt{step:06d}.pt"] + [f"ema_{rate}_{step:06d}.pt" for rate in rates]
+        return [os.path.join(log_dir, name) for name in names]
+
+    def first_problem(paths):
+        return next(filter(None, (checkpoint_problem(p) for p in paths if os.path.isfile(p))), None)
+
+    skipped = []
+    for step in newest_first:  # complete sets first
+        missing = [p for p in files(step) if not os.path.isfile(p)]
+        problem = f"{missing[0]} is missing" if missing else first_problem(files(step))
+        if problem is None:
+            for _, message in skipped:
+                log(message)
+            return os.path.join(log_dir, steps[step])
+        skipped.append((step, f"warning: not resuming from step {step}: {problem}"))
+    for step in newest_first:  # no complete set: the newest whose files on disk all load
+        problem = first_problem(files(step))
+        if problem is None:
+            for message in (m for s, m in skipped if s > step):
+                log(message)
+            log(f"warning: no step in {log_dir} has all of its model, opt and ema_<rate> files; resuming "
+                f"from step {step}, whose missing files start afresh")
+            return os.path.join(log_dir, steps[step])
+    for _, message in skipped:
+        log(message)
+    raise ValueError(
+        f"no step in {log_dir} can be resumed: each has an unreadable file (the newest: {skipped[0][1].split(': ', 2)[-1]}); "
+        "move them away or use another --log_dir to start afresh"
+    )
+
+
+def checkpoint_problem(path):
+    """None when `path` loads with torch.load, else a one-line description of what is wrong with it."""
+    if not os.path.isfile(path):
+        return f"{path} is missing"
+    try:
+        th.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # zip / pickle errors of every kind for a corrupt file
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return f"{path} is unreadable (corrupt or truncated: {type(exc).__name__}{': ' + detail if detail else ''})"
+    return None
 
 
 def find_ema_checkpoint(log_dir, rate=None, step=None):

@@ -369,6 +369,7 @@ def _write_other_config_run(tmp_path, trained_run):
         ("non_image_file", "cannot read image"),
         ("bad_respacing", "bogus"),
         ("other_config", "num_channels=8 there, 16 now"),
+        ("image_size_mismatch", "is 16x16 but --image_size is 32"),
     ],
 )
 def test_image_train_bad_input_gives_one_error_line(tmp_path, data_dir, trained_run, capsys, case, message):
@@ -388,6 +389,8 @@ def test_image_train_bad_input_gives_one_error_line(tmp_path, data_dir, trained_
             f"--resume_checkpoint={_write_other_config_run(tmp_path, trained_run)}",
             "--num_channels=16",
         ]
+    if case == "image_size_mismatch":  # 16 px data would be upscaled silently
+        flags.append("--image_size=32")
     assert load_script("image_train").main(flags) == 2
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("error: ")]
@@ -470,3 +473,102 @@ def test_setup_dist_without_mpi4py_is_a_single_process(monkeypatch):
     dist_util.setup_dist()
     assert dist_util.get_rank() == 0 and dist_util.get_world_size() == 1 and not dist_util.is_distributed()
     assert dist_util.broadcast_object("x") == "x" and dist_util.all_gather_object(3) == [3]
+
+
+def test_image_train_resizes_only_when_asked(tmp_path, data_dir, capsys):
+    flags = [f"--data_dir={data_dir}", f"--log_dir={tmp_path / 'run'}", "--max_steps=1", *TINY_FLAGS]
+    assert load_script("image_train").main(flags + ["--image_size=32", "--resize_data=True"]) == 0
+    assert load_model_config(str(tmp_path / "run" / "model000001.pt"))["image_size"] == 32
+    assert "error" not in capsys.readouterr().err
+
+
+def _steps_in_csv(log_dir):
+    with open(log_dir / "progress.csv", newline="") as f:
+        return [int(r["step"]) for r in csv.DictReader(f)]
+
+
+def _train_flags(data_dir, log_dir, max_steps):
+    return [f"--data_dir={data_dir}", f"--log_dir={log_dir}", "--batch_size=2", "--save_interval=2",
+            "--log_interval=1", "--lr=1e-3", "--ema_rate=0.9,0.5", f"--max_steps={max_steps}", *TINY_FLAGS]
+
+
+def test_resume_skips_a_corrupt_newest_step_and_logs_each_step_once(tmp_path, data_dir):
+    train = load_script("image_train").main
+    reference, run = tmp_path / "reference", tmp_path / "run"
+    assert train(_train_flags(data_dir, reference, 6)) == 0  # uninterrupted
+    assert train(_train_flags(data_dir, run, 4)) == 0
+    assert _steps_in_csv(run) == [1, 2, 3, 4]
+    opt = run / "opt000004.pt"
+    opt.write_bytes(opt.read_bytes()[: opt.stat().st_size // 2])  # a half-written / damaged file
+
+    assert train(_train_flags(data_dir, run, 6)) == 0
+    log = (run / "log.txt").read_text()
+    assert f"not resuming from step 4: {opt} is unreadable (corrupt or truncated" in log
+    assert f"resuming from {run / 'model000002.pt'} (step 2)" in log
+    assert "dropped 2 rows after step 2" in log
+    assert _steps_in_csv(run) == [1, 2, 3, 4, 5, 6]  # steps 3 and 4 once, from the resumed run
+    # the fallback is the uninterrupted run's state at step 2, so the run repeats it exactly
+    for name in ("model000006.pt", "opt000006.pt", "ema_0.5_000006.pt"):
+        assert state_dicts_equal(load(run / name), load(reference / name)), name
+    assert state_dicts_equal(load(run / "opt000004.pt"), load(reference / "opt000004.pt"))  # rewritten
+
+
+def test_resume_search_checks_every_file_of_a_step(tmp_path, trained_run):
+    log_dir, _ = trained_run
+    run = tmp_path / "run"
+    shutil.copytree(log_dir, run)
+    messages = []
+
+    def search(rates="0.9,0.5"):
+        messages.clear()
+        return find_resume_checkpoint("", str(run), ema_rates=rates, log=messages.append)
+
+    assert search() == str(run / "model000006.pt") and messages == []
+    (run / "ema_0.5_000006.pt").write_bytes(b"not a checkpoint")
+    assert search() == str(run / "model000003.pt")
+    assert len(messages) == 1 and messages[0].startswith(
+        f"warning: not resuming from step 6: {run / 'ema_0.5_000006.pt'} is unreadable (corrupt or truncated"
+    )
+    (run / "opt000003.pt").unlink()  # now no step is complete, and step 6 has a corrupt file
+    assert search() == str(run / "model000003.pt")
+    assert "is unreadable" in messages[0] and "missing files start afresh" in messages[-1]
+    # a rate added since: no step has its file; the newest step whose files load, as before the check
+    assert search("0.9,0.5,0.99") == str(run / "model000003.pt")
+    shutil.copy(log_dir / "ema_0.5_000006.pt", run / "ema_0.5_000006.pt")
+    assert search("0.9,0.5,0.99") == str(run / "model000006.pt")
+    # without ema_rates (sampling scripts) nothing is loaded: the newest name wins
+    (run / "model000006.pt").write_bytes(b"")
+    assert find_resume_checkpoint("", str(run)) == str(run / "model000006.pt")
+    (run / "model000003.pt").write_bytes(b"\x00")
+    with pytest.raises(ValueError, match=r"no step in .* can be resumed: each has an unreadable file \(the newest: "):
+        search()
+
+
+def test_optimizer_file_errors_say_corrupt_or_mismatched(tmp_path, data_dir, trained_run):
+    log_dir, _ = trained_run
+    run = tmp_path / "run"
+    shutil.copytree(log_dir, run)
+    (run / "opt000006.pt").write_bytes(b"\x00" * 100)
+    with pytest.raises(ValueError, match=r"opt000006.pt is unreadable \(corrupt or truncated") as info:
+        make_loop(run, data_dir, resume_checkpoint=str(run / "model000006.pt"))
+    assert "use_fp16" not in str(info.value)
+    # a readable optimizer state of other parameters
+    other = th.optim.AdamW([th.nn.Parameter(th.zeros(3))])
+    other.state_dict()
+    th.save(other.state_dict(), run / "opt000006.pt")
+    with pytest.raises(ValueError, match="does not fit this optimizer: it was saved for other parameters"):
+        make_loop(run, data_dir, resume_checkpoint=str(run / "model000006.pt"))
+
+
+def test_csv_rewind_drops_rows_beyond_the_resumed_step(tmp_path):
+    log = logger.configure(str(tmp_path), format_strs=["csv"])
+    for step in (1, 2, 3, 4):
+        logger.logkv("step", step)
+        logger.logkv("loss", step / 10)
+        logger.dumpkvs()
+    assert logger.rewind_to_step(2) == 2
+    assert logger.rewind_to_step(2) == 0
+    logger.logkv("step", 3)
+    logger.dumpkvs()
+    log.close()
+    assert _steps_in_csv(tmp_path) == [1, 2, 3]
