@@ -434,12 +434,17 @@ def training_options(args):
     )
 
 
+class UnreadableCheckpoint(ValueError):
+    """A checkpoint file that does not load (corrupt or truncated), as opposed to one of another run."""
+
+
 def read_resume_checkpoint(path, model_opts, args):
     """Load a resumable checkpoint and check it belongs to this run's model and split."""
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for unreadable files
-        raise ValueError(f"cannot read checkpoint {path}: {type(err).__name__}: {err}") from None
+        raise UnreadableCheckpoint(f"cannot read checkpoint {path} (corrupt or truncated?): "
+                                   f"{type(err).__name__}: {err}") from None
     for key in ("state_dict", "opts", "step", "optimizer", "scheduler"):
         if key not in checkpoint:
             raise ValueError(f"{path} is not a resumable classifier checkpoint (no '{key}')")
@@ -684,11 +689,19 @@ def prepare_training(args, images, attributes, announce=True):
     found = checkpoint_paths(args.exp_dir)
     if not found:
         return None
-    resume_path = found[-1][1]
-    read_resume_checkpoint(resume_path, model_options(args, args.input_size or images.shape[-1]), args)
-    if announce:
-        print(f"resuming from {resume_path}")
-    return resume_path
+    model_opts = model_options(args, args.input_size or images.shape[-1])
+    for _, resume_path in reversed(found):  # a corrupt newest checkpoint: the one before it
+        try:
+            read_resume_checkpoint(resume_path, model_opts, args)
+        except UnreadableCheckpoint as err:
+            if announce:
+                print(f"warning: not resuming from {resume_path}: {err}", file=sys.stderr)
+            continue
+        if announce:
+            print(f"resuming from {resume_path}")
+        return resume_path
+    raise ValueError(f"every checkpoint in {os.path.join(args.exp_dir, CHECKPOINT_DIR)} is unreadable; move them "
+                     "away or use another --exp_dir to start afresh")
 
 
 def run_training(args):

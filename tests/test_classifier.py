@@ -334,6 +334,29 @@ def test_resume_continues_and_matches_an_uninterrupted_run(tmp_path, device):
         encoder_train.run_training(train_args(data, interrupted, "--arch", "resnet34"))
 
 
+def test_resume_skips_a_corrupt_newest_checkpoint(tmp_path, capsys):
+    data = make_dataset(tmp_path / "data")
+    run = tmp_path / "run"
+    encoder_train.run_training(train_args(data, run))
+    newest = run / "checkpoints" / "classifier_000006.pt"
+    newest.write_bytes(newest.read_bytes()[:1000])  # killed while writing, say
+    os.remove(run / "classifier.pt")
+    capsys.readouterr()
+    encoder_train.run_training(train_args(data, run))
+    out, err = capsys.readouterr()
+    assert f"warning: not resuming from {newest}: cannot read checkpoint {newest} (corrupt or truncated?)" in err
+    assert f"resuming from {run / 'checkpoints' / 'classifier_000003.pt'}" in out
+    assert torch.load(run / "classifier.pt", weights_only=True)["step"] == 6
+    assert torch.load(newest, weights_only=True)["step"] == 6  # rewritten
+    with open(run / "train_log.csv") as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == [1, 2, 3, 4, 5, 6]
+    for _, path in encoder_train.checkpoint_paths(str(run)):
+        with open(path, "wb") as f:
+            f.write(b"\x00" * 10)
+    with pytest.raises(ValueError, match="every checkpoint in .* is unreadable"):
+        encoder_train.run_training(train_args(data, run))
+
+
 def test_two_process_training_keeps_replicas_identical_and_evaluates(tmp_path, monkeypatch):
     data = make_dataset(tmp_path / "data")
     exp = tmp_path / "ddp"
