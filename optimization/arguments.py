@@ -17,8 +17,9 @@ SYNTHETIC_PREFIX = "synthetic"
 DEFAULT_DATASET = f"{SYNTHETIC_PREFIX}:1000"
 
 # Options each preset sets (flags given on the command line override them).
-# The paper: 1000 DDPM steps from a full DDIM inversion, step-to-origin, the paper's lambdas.
-_PAPER = dict(
+# paper_inversion: this repository's reading of the method — a full DDIM inversion under the
+# reference attributes, then 1000 guided DDPM steps, step-to-origin, the paper's lambdas.
+_PAPER_INVERSION = dict(
     sampler="ddpm",
     timestep_respacing="",
     edit_strength=1.0,
@@ -33,9 +34,22 @@ _PAPER = dict(
     preserve_lambda=0.0,
     guidance_max_step=0.0,
     cfg_scale=1.0,
+    cycle_noise="fixed",
+    step_by_step_renoise="forward_step",
+    guide_reconstructions=False,
+    final_output="sample",
+    weight_resolution=0,
 )
+# paper: what the paper's released code runs — no inversion (the clean input is the start latent
+# at the noisiest level), 1000 guided DDPM steps, fresh noise in every cycle re-noising, its
+# step-by-step variant, reconstructions guided too, the last x0 prediction returned; the paper's
+# lambdas, chosen for 256 px images, translated to the model's resolution (a no-op at 256 px).
+_PAPER = {**_PAPER_INVERSION, **dict(inversion="input", cycle_noise="fresh", step_by_step_renoise="q_sample_prev",
+                                     guide_reconstructions=True, final_output="pred_xstart",
+                                     weight_resolution=256)}
 PRESETS = {
     "paper": _PAPER,
+    "paper_inversion": _PAPER_INVERSION,
     # Few respaced DDPM steps from the exact edit-friendly inversion: seconds on a CPU. Chosen with
     # the evaluation classifier on held-out faces (checkpoints/README.md, "Tuning the fast preset"):
     # attribute weight 10 (20-50 turn the shipped model's edits adversarial); a cap of 0.02 on each
@@ -46,12 +60,20 @@ PRESETS = {
     # classifier without a visible edit; amplifying the conditional model's own direction makes the
     # edits real (probe edits: success 0.86 without it on 28 edits at step 7,000, 0.95 with it on
     # 42 edits at step 9,500; cfg 3 no better there).
-    "fast": {**_PAPER, **dict(timestep_respacing="25", edit_strength=0.6, inversion="ddpm_noise",
+    "fast": {**_PAPER_INVERSION, **dict(timestep_respacing="25", edit_strength=0.6, inversion="ddpm_noise",
                               cycle_schema="step_by_step", cycle_target="inversion",
                               attribute_guidance_lambda=10.0, lpips_sim_lambda=0.0, id_lambda=0.0,
                               preserve_lambda=10.0, guidance_max_step=0.02, cfg_scale=2.0)},
 }
 DEFAULT_PRESET = "fast"
+
+
+def _bool(text):
+    if str(text).lower() in ("true", "1", "yes"):
+        return True
+    if str(text).lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
 
 
 def build_parser():
@@ -100,10 +122,11 @@ def build_parser():
                    help="fraction of the (respaced) trajectory inverted and re-sampled, in (0, 1]")
     g.add_argument("--skip_timesteps", type=int, default=None,
                    help="the paper's form of --edit_strength: respaced steps left out at the noisy end")
-    g.add_argument("--inversion", choices=["ddim", "ddpm_noise", "sdedit"], default=None,
+    g.add_argument("--inversion", choices=["ddim", "ddpm_noise", "sdedit", "input"], default=None,
                    help="ddim: the paper's deterministic inversion; ddpm_noise: edit-friendly DDPM "
                         "inversion, exact by construction (needs --sampler ddpm); sdedit: just noise "
-                        "the input (a baseline)")
+                        "the input (a baseline); input: no inversion, the clean input is the start latent "
+                        "(the released code)")
     g.add_argument("--inversion_fixed_point", type=int, default=0,
                    help="fixed-point refinements per DDIM inversion step (each one UNet evaluation; "
                         "makes the DDIM round trip near exact)")
@@ -116,6 +139,19 @@ def build_parser():
                    help="classifier-free guidance from the reference attributes to the query ones: "
                         "eps(a_ref) + s * (eps(a_q) - eps(a_ref)); 1 = the plain conditional model "
                         "(the paper), > 1 amplifies the model's own edit (one more UNet call per pass under a_q)")
+    g.add_argument("--cycle_noise", choices=["fixed", "fresh"], default=None,
+                   help="re-noising in the cycle term: one noise per edit, or fresh draws at every use "
+                        "(the released code)")
+    g.add_argument("--step_by_step_renoise", choices=["forward_step", "q_sample_prev"], default=None,
+                   help="step-by-step: take x_{t-1} back to level t by one forward step, or by the released "
+                        "code's q_sample(x_{t-1}, t-1)")
+    g.add_argument("--guide_reconstructions", type=_bool, default=None,
+                   help="guide images with nothing to edit too (the released code: True)")
+    g.add_argument("--final_output", choices=["sample", "pred_xstart"], default=None,
+                   help="return the last sample or the last x0 prediction (the released code)")
+    g.add_argument("--weight_resolution", type=int, default=None,
+                   help="the image side the loss weights were chosen for: the cycle and range weights are "
+                        "scaled by (model side / this)^2 for the same per-pixel gradient (0 = as given)")
     g.add_argument("--no_blend", dest="blend_x0", action="store_false",
                    help="feed the classifier x0_hat instead of the paper's blend of x0_hat and x_t")
     for name in ("attribute_guidance_lambda", "cycle_reconstruct_lambda", "range_lambda",

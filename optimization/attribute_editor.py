@@ -8,7 +8,7 @@ import json
 import os
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -143,9 +143,13 @@ def save_png(array, path):
 
 # --------------------------------------------------------------------------- the editor
 
-# ddim: deterministic DDIM inversion (the paper's); ddpm_noise: edit-friendly DDPM inversion (exact);
-# sdedit: no inversion, the input noised to the start level with fresh noise (SDEdit, a baseline).
-INVERSIONS = ("ddim", "ddpm_noise", "sdedit")
+# ddim: deterministic DDIM inversion; ddpm_noise: edit-friendly DDPM inversion (exact);
+# sdedit: no inversion, the input noised to the start level with fresh noise (SDEdit, a baseline);
+# input: no inversion, the clean input itself is the start latent at the noisiest level sampled
+# (what the paper's released code does: it overwrites its q_sample of the input with the input).
+INVERSIONS = ("ddim", "ddpm_noise", "sdedit", "input")
+# What an edit returns: the sampler's last sample, or its last x0 prediction (the released code).
+FINAL_OUTPUTS = ("sample", "pred_xstart")
 
 
 @dataclass
@@ -164,10 +168,22 @@ class EditOptions:
     guidance_max_step: float = 0.0
     cfg_scale: float = 1.0
     weights: GuidanceWeights = field(default_factory=GuidanceWeights)
+    cycle_noise: str = "fixed"
+    step_by_step_renoise: str = "forward_step"
+    guide_reconstructions: bool = False
+    final_output: str = "sample"
+    weight_resolution: int = 0
 
     def __post_init__(self):
         if self.inversion not in INVERSIONS:
             raise ValueError(f"inversion must be one of {', '.join(INVERSIONS)}; got {self.inversion!r}")
+        if self.final_output not in FINAL_OUTPUTS:
+            raise ValueError(f"final_output must be one of {', '.join(FINAL_OUTPUTS)}; got {self.final_output!r}")
+        if self.inversion == "input" and self.cycle_schema == "step_by_step" and self.cycle_target == "inversion":
+            raise ValueError("cycle_target 'inversion' needs an inversion; with inversion 'input' use 'noised_origin'")
+        if int(self.weight_resolution) != self.weight_resolution or self.weight_resolution < 0:
+            raise ValueError(f"weight_resolution must be a side in pixels (0 = weights as given); "
+                             f"got {self.weight_resolution!r}")
         if self.inversion == "ddpm_noise" and self.sampler != "ddpm":
             raise ValueError("inversion 'ddpm_noise' stores DDPM noise: it needs sampler 'ddpm'")
         if self.skip_timesteps is None and not 0 < self.edit_strength <= 1:
@@ -176,9 +192,16 @@ class EditOptions:
             raise ValueError(f"cfg_scale must be >= 0 (1 = the plain conditional model); got {self.cfg_scale}")
         self.guidance_config()
 
-    def guidance_config(self):
-        return GuidanceConfig(weights=self.weights, cycle_schema=self.cycle_schema, cycle_target=self.cycle_target,
-                              sampler=self.sampler, blend_x0=self.blend_x0, max_step=self.guidance_max_step)
+    def guidance_config(self, image_size=None):
+        """The guidance settings; with `image_size`, the weights translated from `weight_resolution`
+        (see `translate_weights`)."""
+        weights = self.weights
+        if image_size is not None:
+            weights = translate_weights(weights, self.weight_resolution, image_size)
+        return GuidanceConfig(weights=weights, cycle_schema=self.cycle_schema, cycle_target=self.cycle_target,
+                              sampler=self.sampler, blend_x0=self.blend_x0, max_step=self.guidance_max_step,
+                              cycle_noise=self.cycle_noise, step_by_step_renoise=self.step_by_step_renoise,
+                              guide_reconstructions=self.guide_reconstructions)
 
     @classmethod
     def from_args(cls, args):
@@ -188,7 +211,10 @@ class EditOptions:
                    inversion=args.inversion, inversion_fixed_point=args.inversion_fixed_point,
                    cycle_schema=args.cycle_schema,
                    cycle_target=args.cycle_target, blend_x0=args.blend_x0,
-                   guidance_max_step=args.guidance_max_step, cfg_scale=args.cfg_scale, weights=weights)
+                   guidance_max_step=args.guidance_max_step, cfg_scale=args.cfg_scale, weights=weights,
+                   cycle_noise=args.cycle_noise, step_by_step_renoise=args.step_by_step_renoise,
+                   guide_reconstructions=args.guide_reconstructions, final_output=args.final_output,
+                   weight_resolution=args.weight_resolution)
 
     @classmethod
     def from_preset(cls, preset, **overrides):
@@ -209,6 +235,22 @@ class EditOptions:
                 raise ValueError(f"skip_timesteps must be in [0, {total - 1}] for a {total}-step chain")
             return total - self.skip_timesteps
         return max(1, int(round(self.edit_strength * total)))
+
+
+# Terms whose loss is a mean over pixels: at side S their gradient per pixel is (S_w / S)^2 times
+# the one at side S_w for the same weight (the mean has (S / S_w)^2 times fewer pixels).
+PIXEL_MEAN_TERMS = ("cycle_reconstruct_lambda", "range_lambda")
+
+
+def translate_weights(weights, weight_resolution, image_size):
+    """Weights chosen for images of side `weight_resolution` (0: none) -> the weights that give the
+    same per-pixel gradient at side `image_size`: the pixel-mean terms (cycle, range) scale by
+    (image_size / weight_resolution)^2; the classifier, LPIPS and identity terms are functions of
+    whole images read by networks at their own input size, and stay as given."""
+    if not weight_resolution or weight_resolution == image_size:
+        return weights
+    factor = (image_size / weight_resolution) ** 2
+    return replace(weights, **{name: getattr(weights, name) * factor for name in PIXEL_MEAN_TERMS})
 
 
 @dataclass
@@ -311,7 +353,8 @@ class AttributeEditor:
         shape = tuple(x.shape[1:])
 
         problem = EditProblem(x_origin=x, a_ref=a_ref, a_q=a_q, conditional=self.conditional,
-                              cycle_noise=_per_sample_noise(seeds, shape, self.device, self.dtype))
+                              cycle_noise=_per_sample_noise(seeds, shape, self.device, self.dtype),
+                              noise_generators=[torch.Generator().manual_seed(int(s) + 15485863) for s in seeds])
 
         # Inversion under the reference attributes.
         noise_sequence = None
@@ -323,6 +366,8 @@ class AttributeEditor:
                     fixed_point_iterations=opts.inversion_fixed_point):
                 trajectory[int(out["t"][0])] = out["sample"]
             x_t = trajectory[k - 1]
+        elif opts.inversion == "input":
+            trajectory, x_t = {}, x.clone()
         elif opts.inversion == "sdedit":
             noise = _per_sample_noise([s + 7919 for s in seeds], shape, self.device, self.dtype)
             trajectory = {t: diffusion.q_sample(x, torch.full((n,), t, device=self.device), noise=noise)
@@ -338,7 +383,7 @@ class AttributeEditor:
 
         # Guided sampling under the query attributes.
         problem.origin_trajectory = trajectory
-        cfg = opts.guidance_config()
+        cfg = opts.guidance_config(self.image_size)
         model = self.model
         if opts.cfg_scale != 1.0 and self.conditional:
             model = AttributeContrastModel(self.model, a_ref, opts.cfg_scale)
@@ -361,7 +406,7 @@ class AttributeEditor:
         for out in loop:
             if record_frames:
                 frames.append(out["pred_xstart"].detach().clamp(-1, 1).cpu())
-            final = out["sample"]
+            final = out[opts.final_output]
         unguided = getattr(cond_fn, "unguided_steps", [])
         if unguided:
             warnings.warn(

@@ -40,9 +40,15 @@ METHODS = {
     "cyclediff_s2o_fast": ("fast", dict(cycle_schema="step_to_origin")),
     "cyclediff_sbs_noised_fast": ("fast", dict(cycle_schema="step_by_step", cycle_target="noised_origin")),
     "cyclediff_sbs_inversion_fast": ("fast", dict(cycle_schema="step_by_step", cycle_target="inversion")),
+    # The paper's released procedure (no inversion: the input is the start latent).
     "cyclediff_s2o_paper": ("paper", dict(cycle_schema="step_to_origin")),
-    "cyclediff_sbs_noised_paper": ("paper", dict(cycle_schema="step_by_step", cycle_target="noised_origin")),
-    "cyclediff_sbs_inversion_paper": ("paper", dict(cycle_schema="step_by_step", cycle_target="inversion")),
+    "cyclediff_sbs_paper": ("paper", dict(cycle_schema="step_by_step", cycle_target="noised_origin")),
+    # The paper's weights and 1000 steps from a full DDIM inversion.
+    "cyclediff_s2o_paper_inversion": ("paper_inversion", dict(cycle_schema="step_to_origin")),
+    "cyclediff_sbs_noised_paper_inversion": ("paper_inversion", dict(cycle_schema="step_by_step",
+                                                                     cycle_target="noised_origin")),
+    "cyclediff_sbs_inversion_paper_inversion": ("paper_inversion", dict(cycle_schema="step_by_step",
+                                                                        cycle_target="inversion")),
     # Classifier guidance (attribute + range terms) without the cycle term.
     "guidance_no_cycle_fast": ("fast", dict(cycle_schema="none", cycle_reconstruct_lambda=0.0)),
     # The conditional model alone (with the preset's cfg_scale) on the edit-friendly inversion.
@@ -87,7 +93,7 @@ def method_options(name, steps=None, paper_steps=None):
     values = {**PRESETS[preset], **overrides}
     if steps:
         values["timestep_respacing"] = str(int(steps))
-    elif preset == "paper" and paper_steps:
+    elif preset.startswith("paper") and paper_steps:
         values["timestep_respacing"] = str(int(paper_steps))
     weight_names = set(asdict(GuidanceWeights()))
     weights = GuidanceWeights(**{k: float(v) for k, v in values.items() if k in weight_names})

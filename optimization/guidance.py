@@ -18,13 +18,14 @@ and the loss is a weighted sum of
 `make_cond_fn` returns -d(loss)/d(x_t), the guided-diffusion convention (ascend log p = descend loss).
 Two safeguards act on that gradient:
     - an image whose query equals its reference (a reconstruction) gets none: there is nothing to
-      edit, and the cycle / range terms would only pull an exact inversion off its path;
+      edit, and the cycle / range terms would only pull an exact inversion off its path (unless
+      `guide_reconstructions`, as in the paper's released code, whose start is not an inversion);
     - `max_step` (when > 0) caps how far one sampler step may move an image (RMS over pixels, in
       [-1, 1] units). Through x0_hat the gradient grows like 1/sqrt(alphabar_t) (~160 at t = 999):
       on a respaced chain one noisy step would otherwise throw the image out of range.
 """
 from dataclasses import dataclass, field
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import torch
 
@@ -33,6 +34,13 @@ from . import losses
 CYCLE_SCHEMAS = ("step_to_origin", "step_by_step", "none")
 CYCLE_TARGETS = ("noised_origin", "inversion")
 SAMPLERS = ("ddim", "ddpm")
+# fixed: one noise per edit for every re-noising in the cycle term (a seed fixes the edit, low
+# variance); fresh: independent draws at every use, as the paper's released code does.
+CYCLE_NOISES = ("fixed", "fresh")
+# How step-by-step takes x_{t-1} back to level t before the reference step: forward_step is one
+# forward diffusion step, sqrt(alpha_t) x_{t-1} + sqrt(1 - alpha_t) z; q_sample_prev is the released
+# code's q_sample(x_{t-1}, t-1) (x_{t-1} noised as if it were clean), then denoised from level t.
+STEP_BY_STEP_RENOISES = ("forward_step", "q_sample_prev")
 
 
 @dataclass
@@ -57,6 +65,8 @@ class EditProblem:
         started the edit (used by the `inversion` cycle target).
     cycle_noise: [N, 3, H, W] fixed noise for re-noising in the cycle term (drawn once per edit so
         a seed fixes the result and batch and single edits agree).
+    noise_generators: one torch.Generator per image (CPU), for `cycle_noise="fresh"`: every
+        re-noising draws anew from image i's own generator, so a batch still equals single edits.
     """
 
     x_origin: torch.Tensor
@@ -65,10 +75,20 @@ class EditProblem:
     origin_trajectory: Optional[Dict[int, torch.Tensor]] = None
     cycle_noise: Optional[torch.Tensor] = None
     conditional: bool = True
+    noise_generators: Optional[List[torch.Generator]] = None
 
     def model_kwargs(self, attributes):
         """The UNet's kwargs under `attributes` (none for an unconditional model)."""
         return {"y": attributes} if self.conditional else {}
+
+    def renoise(self, cfg, like):
+        """Noise [N, 3, H, W] for one re-noising in the cycle term (see CYCLE_NOISES)."""
+        if cfg.cycle_noise == "fresh":
+            if self.noise_generators is None:
+                raise ValueError("cycle_noise='fresh' needs one noise generator per image")
+            draws = [torch.randn(like.shape[1:], generator=g, dtype=torch.float64) for g in self.noise_generators]
+            return torch.stack(draws).to(like.device, like.dtype)
+        return self.cycle_noise if self.cycle_noise is not None else torch.zeros_like(like)
 
     @property
     def edit_mask(self):
@@ -84,12 +104,17 @@ class GuidanceConfig:
     sampler: str = "ddim"
     blend_x0: bool = True
     max_step: float = 0.0
+    cycle_noise: str = "fixed"
+    step_by_step_renoise: str = "forward_step"
+    guide_reconstructions: bool = False
 
     def __post_init__(self):
         for name, value, allowed in (
             ("cycle_schema", self.cycle_schema, CYCLE_SCHEMAS),
             ("cycle_target", self.cycle_target, CYCLE_TARGETS),
             ("sampler", self.sampler, SAMPLERS),
+            ("cycle_noise", self.cycle_noise, CYCLE_NOISES),
+            ("step_by_step_renoise", self.step_by_step_renoise, STEP_BY_STEP_RENOISES),
         ):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
@@ -167,10 +192,21 @@ def _origin_at(diffusion, problem, cfg, t):
     if int(prev.max()) < 0:
         return problem.x_origin
     if cfg.cycle_target == "inversion":
-        if problem.origin_trajectory is None:
+        if not problem.origin_trajectory:
             raise ValueError("cycle_target='inversion' needs the inversion trajectory of the input")
         return problem.origin_trajectory[int(prev[0])]
-    return diffusion.q_sample(problem.x_origin, prev.clamp(min=0), noise=problem.cycle_noise)
+    return diffusion.q_sample(problem.x_origin, prev.clamp(min=0), noise=problem.renoise(cfg, problem.x_origin))
+
+
+def _back_to_level_t(diffusion, x_prev, t, cfg, noise):
+    """x_{t-1} taken back to level t for the step-by-step reference step (STEP_BY_STEP_RENOISES)."""
+    if cfg.step_by_step_renoise == "q_sample_prev":
+        prev = t - 1
+        if int(prev.max()) < 0:  # at t = 0 x_{t-1} is clean: nothing to add (the released code wraps to T-1)
+            return x_prev
+        return diffusion.q_sample(x_prev, prev, noise=noise)
+    alpha_t = _at(1.0 - diffusion.betas, t, x_prev)
+    return alpha_t.sqrt() * x_prev + (1 - alpha_t).sqrt() * noise
 
 
 def _one_step(diffusion, x, t, out, cfg, noise):
@@ -209,18 +245,16 @@ def guidance_losses(diffusion, model, classifier, problem, cfg, x, t, lpips_fn=N
             terms["preserve"] = w.preserve_lambda * losses.attribute_loss(probs, problem.a_ref, 1 - mask)
 
     if w.cycle_reconstruct_lambda and cfg.cycle_schema != "none":
-        noise = problem.cycle_noise if problem.cycle_noise is not None else torch.zeros_like(x)
         ref_kwargs = problem.model_kwargs(problem.a_ref)
         if cfg.cycle_schema == "step_to_origin":
-            x_t_back = diffusion.q_sample(x_in, t, noise=noise)
+            x_t_back = diffusion.q_sample(x_in, t, noise=problem.renoise(cfg, x))
             back = diffusion.p_mean_variance(model, x_t_back, t, clip_denoised=False, model_kwargs=ref_kwargs)
             cycle = losses.mse_per_sample(back["pred_xstart"], problem.x_origin)
         else:
-            x_prev = _one_step(diffusion, x, t, out, cfg, noise)
-            alpha_t = _at(1.0 - diffusion.betas, t, x)
-            x_t_back = alpha_t.sqrt() * x_prev + (1 - alpha_t).sqrt() * noise
+            x_prev = _one_step(diffusion, x, t, out, cfg, problem.renoise(cfg, x))
+            x_t_back = _back_to_level_t(diffusion, x_prev, t, cfg, problem.renoise(cfg, x))
             back = diffusion.p_mean_variance(model, x_t_back, t, clip_denoised=False, model_kwargs=ref_kwargs)
-            x_prev_back = _one_step(diffusion, x_t_back, t, back, cfg, noise)
+            x_prev_back = _one_step(diffusion, x_t_back, t, back, cfg, problem.renoise(cfg, x))
             cycle = losses.mse_per_sample(x_prev_back, _origin_at(diffusion, problem, cfg, t))
         terms["cycle"] = w.cycle_reconstruct_lambda * cycle
 
@@ -273,6 +307,8 @@ def make_cond_fn(diffusion, model, classifier, problem, cfg, lpips_fn=None, id_f
     if not has_active_terms(cfg, classifier, lpips_fn, id_fn):
         return None
     edited = problem.edit_mask.amax(dim=1).view(-1, *([1] * (problem.x_origin.dim() - 1)))
+    if cfg.guide_reconstructions:  # the released code guides reconstructions too (cycle, range terms)
+        edited = torch.ones_like(edited)
     if not bool(edited.any()):
         return None  # only reconstructions: no guidance to compute
 

@@ -504,7 +504,7 @@ def step_notes(args, methods, chain):
     """What the chains were shortened to, if they were (results.md says it first)."""
     if args.steps:
         return [f"Every method ran on a respaced {args.steps}-step chain (--steps {args.steps})."]
-    if args.paper_steps and any(m.endswith("_paper") for m in methods):
+    if args.paper_steps and any("_paper" in m for m in methods):
         return [f"The paper preset ran on a respaced {args.paper_steps}-step DDPM chain (--paper_steps "
                 f"{args.paper_steps}), not the model's full {chain}-step chain."]
     return []

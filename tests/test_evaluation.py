@@ -201,13 +201,17 @@ def test_frechet_distance_of_features_low_rank_path_equals_the_covariance_path()
 
 def test_method_table_builds_the_presets_and_baselines():
     assert {"cyclediff_s2o_fast", "cyclediff_sbs_noised_fast", "cyclediff_sbs_inversion_fast", "cyclediff_s2o_paper",
-            "cyclediff_sbs_noised_paper", "cyclediff_sbs_inversion_paper", "guidance_no_cycle_fast",
+            "cyclediff_sbs_paper", "cyclediff_s2o_paper_inversion", "cyclediff_sbs_noised_paper_inversion",
+            "cyclediff_sbs_inversion_paper_inversion", "guidance_no_cycle_fast",
             "conditional_only_fast", "ddim_conditional_fast", "sdedit_fast"} == set(ev.METHODS)
     opts = {m: ev.method_options(m) for m in ev.METHODS}
-    assert opts["cyclediff_sbs_noised_paper"].cycle_schema == "step_by_step"
-    assert opts["cyclediff_sbs_noised_paper"].cycle_target == "noised_origin"
+    assert opts["cyclediff_sbs_paper"].cycle_schema == "step_by_step"
+    assert opts["cyclediff_sbs_paper"].cycle_target == "noised_origin"
+    assert opts["cyclediff_sbs_paper"].step_by_step_renoise == "q_sample_prev"
     assert opts["cyclediff_sbs_inversion_fast"].cycle_target == "inversion"
-    assert opts["cyclediff_s2o_paper"].timestep_respacing == "" and opts["cyclediff_s2o_paper"].inversion == "ddim"
+    assert opts["cyclediff_s2o_paper"].timestep_respacing == "" and opts["cyclediff_s2o_paper"].inversion == "input"
+    assert opts["cyclediff_s2o_paper_inversion"].inversion == "ddim"
+    assert ev.method_options("cyclediff_s2o_paper_inversion", paper_steps=50).timestep_respacing == "50"
     assert opts["cyclediff_s2o_fast"].timestep_respacing == "25"
     assert opts["guidance_no_cycle_fast"].cycle_schema == "none"
     assert opts["guidance_no_cycle_fast"].weights.attribute_guidance_lambda > 0
@@ -319,8 +323,11 @@ def test_every_method_runs_end_to_end(reference_run):
     k_fast, k_paper = round(0.6 * STEPS), STEPS
     c = 2 if PRESETS["fast"]["cfg_scale"] != 1 else 1
     expected = {"cyclediff_s2o_fast": (2 + c) * k_fast, "cyclediff_sbs_noised_fast": (2 + c) * k_fast,
-                "cyclediff_sbs_inversion_fast": (2 + c) * k_fast, "cyclediff_s2o_paper": 3 * k_paper,
-                "cyclediff_sbs_noised_paper": 3 * k_paper, "cyclediff_sbs_inversion_paper": 3 * k_paper,
+                "cyclediff_sbs_inversion_fast": (2 + c) * k_fast,
+                # the released procedure does not invert: x0_hat and the cycle pass per step
+                "cyclediff_s2o_paper": 2 * k_paper, "cyclediff_sbs_paper": 2 * k_paper,
+                "cyclediff_s2o_paper_inversion": 3 * k_paper, "cyclediff_sbs_noised_paper_inversion": 3 * k_paper,
+                "cyclediff_sbs_inversion_paper_inversion": 3 * k_paper,
                 "guidance_no_cycle_fast": (1 + c) * k_fast, "conditional_only_fast": (1 + c) * k_fast,
                 "ddim_conditional_fast": (1 + c) * k_fast, "sdedit_fast": c * k_fast}
     for r in rows:
