@@ -4,8 +4,9 @@ Train the attribute-conditional diffusion model on a dataset folder.
     python scripts/image_train.py --data_dir data/celebahq --log_dir runs/diffusion
     mpiexec -n 2 python scripts/image_train.py ...      # data parallel, one shard per rank
 
-Defaults are the paper's (256 px, 128 channels, 2 res blocks, 4 heads,
-attention at 16 and 8, 1000 linear-schedule steps, lr 1e-4, EMA 0.9999).
+Defaults are the paper's released training script's (256 px, 128 channels,
+2 res blocks, 4 heads, attention at 16 and 8, 1000 linear-schedule steps,
+lr 1e-4 decaying linearly to 0 at step 500,000, batch 4 per rank, EMA 0.9999).
 Running the same command again resumes from the latest checkpoint in
 --log_dir; model_config.json there records the model/diffusion flags, so
 sampling and editing never need them again.
@@ -174,9 +175,9 @@ def create_argparser():
         schedule_sampler="uniform",
         lr=1e-4,
         weight_decay=0.0,
-        lr_anneal_steps=0,
+        lr_anneal_steps=500000,
         max_steps=0,
-        batch_size=1,
+        batch_size=4,
         microbatch=-1,
         ema_rate="0.9999",
         ema_warmup=False,

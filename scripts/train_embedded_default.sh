@@ -53,7 +53,7 @@ eval_classifier() {
 DIFFUSION_FLAGS="--image_size 64 --num_channels 32 --channel_mult 1,2,2,2 --num_res_blocks 1
     --attention_resolutions 16,8 --num_heads 4 --num_attributes 20
     --diffusion_steps 1000 --noise_schedule linear --learn_sigma False --use_scale_shift_norm True
-    --lr 4e-4 --snr_gamma 5 --ema_rate 0.999,0.9999 --ema_warmup True --save_interval 500 --seed 0"
+    --lr 4e-4 --lr_anneal_steps 0 --snr_gamma 5 --ema_rate 0.999,0.9999 --ema_warmup True --save_interval 500 --seed 0"
 
 diffusion() {
     # shellcheck disable=SC2086
