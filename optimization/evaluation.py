@@ -24,8 +24,7 @@ import torch
 from preprocess.attributes import ATTRIBUTE_NAMES, RECONSTRUCTION_INDEX
 
 from . import metrics
-from .arguments import PRESETS
-from .attribute_editor import EditOptions
+from .editor import EditOptions
 from .guidance import GuidanceWeights
 from .visualization import labelled_grid
 
@@ -90,14 +89,12 @@ def method_options(name, steps=None, paper_steps=None):
         instead of all the model's steps (1000 for the paper) — ignored when `steps` is given.
     """
     preset, overrides = METHODS[name]
-    values = {**PRESETS[preset], **overrides}
+    overrides = dict(overrides)
     if steps:
-        values["timestep_respacing"] = str(int(steps))
+        overrides["timestep_respacing"] = str(int(steps))
     elif preset.startswith("paper") and paper_steps:
-        values["timestep_respacing"] = str(int(paper_steps))
-    weight_names = set(asdict(GuidanceWeights()))
-    weights = GuidanceWeights(**{k: float(v) for k, v in values.items() if k in weight_names})
-    return EditOptions(weights=weights, **{k: v for k, v in values.items() if k not in weight_names})
+        overrides["timestep_respacing"] = str(int(paper_steps))
+    return EditOptions.from_preset(preset, **overrides)
 
 
 def describe_options(opts, total_steps):

@@ -45,7 +45,8 @@ STEP_BY_STEP_RENOISES = ("forward_step", "q_sample_prev")
 
 @dataclass
 class GuidanceWeights:
-    """The lambdas of DESIGN §1 (paper defaults) and the extra `preserve_lambda`."""
+    """The loss weights (lambdas). Defaults: the paper's attribute, cycle and range weights, with
+    LPIPS, identity and the project's `preserve_lambda` off; the presets set all six."""
 
     attribute_guidance_lambda: float = 50.0
     cycle_reconstruct_lambda: float = 1000.0

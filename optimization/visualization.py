@@ -1,8 +1,11 @@
 """Labelled image grids and trajectory GIFs (uint8 numpy images [H, W, 3])."""
-import os
-
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from guided_diffusion.atomic import atomic_save_image
+
+# Saving a PIL image atomically (temporary file, then rename): guided_diffusion.atomic's.
+save_image_atomic = atomic_save_image
 
 
 def _font(size):
@@ -48,18 +51,9 @@ def labelled_grid(rows, captions=None, row_titles=None, cell=128, pad=4, caption
     return sheet
 
 
-def save_image_atomic(image, path):
-    """Save a PIL image via a temporary file in the same directory."""
-    root, ext = os.path.splitext(path)
-    tmp = f"{root}.tmp{ext or '.png'}"
-    image.save(tmp)
-    os.replace(tmp, path)
-
-
 def save_gif(frames, path, cell=128, duration_ms=80):
     """Write uint8 frames [H, W, 3] as a looping GIF (last frame held longer)."""
     images = [Image.fromarray(np.asarray(f)).resize((cell, cell), Image.NEAREST) for f in frames]
     durations = [duration_ms] * (len(images) - 1) + [1000]
-    tmp = path + ".tmp.gif"
-    images[0].save(tmp, save_all=True, append_images=images[1:], duration=durations, loop=0)
-    os.replace(tmp, path)
+    atomic_save_image(images[0], path, format="GIF", save_all=True, append_images=images[1:], duration=durations,
+                      loop=0)

@@ -22,7 +22,8 @@ from guided_diffusion.script_util import (
     save_model_config,
 )
 from optimization.arguments import DEFAULT_CLASSIFIER_PATH, DEFAULT_MODEL_PATH
-from optimization.attribute_editor import AttributeEditor, EditOptions, query_from_indices
+from optimization.editor import AttributeEditor, EditOptions
+from optimization.queries import query_from_indices
 from preprocess.classifier import AttributeClassifier
 
 # The embedded default's model config, used for --random runs.

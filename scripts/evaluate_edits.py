@@ -12,17 +12,24 @@ classifier (the evaluation classifier when there is one, else the guidance one) 
 (attribute 20 = reconstruction) — plus LPIPS when the `lpips` package and AlexNet weights are on
 disk, and FID with --inception_weights.
 
-    python scripts/evaluate_edits.py --num_identities 50 --paper_steps 100
-    mpiexec -n 2 python scripts/evaluate_edits.py --num_identities 50     # shards edits; rank 0 merges
+    python scripts/evaluate_edits.py --per_direction 2                  # the fast methods: minutes
+    mpiexec -n 2 python scripts/evaluate_edits.py --per_direction 16    # shards edits; rank 0 merges
+    python scripts/evaluate_edits.py --per_direction 1 --methods paper --paper_steps 100   # the paper preset: slow
     python scripts/evaluate_edits.py --dataset_dir data/celebahq256 --num_identities 200 \\
         --inception_weights inception_v3_google-0cc3c7bd.pth
 
 Outputs in --output_dir: results.csv (one row per edit), results.md (tables), summary.png,
 grid_<method>.png, images/<method>/<index>_<attribute>.png, and the bookkeeping that lets a killed
 run resume: run.json (the settings the rows depend on) and partial_rank<R>.csv (rows as they finish).
-Rerun the same command to continue; finished edits are not redone.
+Rerun the same command to continue (also after Ctrl-C); finished edits are not redone.
+
+--methods: `fast` (the default: CycleDiff's fast preset, the baselines and, on synthetic faces,
+`ground_truth`), `paper` (the paper preset's methods: thousands of UNet evaluations per edit, minutes
+each on a CPU), `all`, or a comma list of names. The progress bar counts UNet evaluations (estimated
+per method, then measured), so its time left holds when slow and fast methods are mixed.
 """
 import argparse
+import contextlib
 import csv
 import functools
 import json
@@ -34,16 +41,9 @@ from tqdm import tqdm
 
 from optimization import evaluation as ev
 from optimization.arguments import DEFAULT_CLASSIFIER_PATH, DEFAULT_MODEL_PATH, REPO_ROOT
-from optimization.attribute_editor import (
-    AttributeEditor,
-    EditResult,
-    check_attribute_index,
-    load_dataset_item,
-    query_from_indices,
-    save_png,
-    to_tensor,
-    to_uint8,
-)
+from optimization.editor import AttributeEditor, EditResult
+from optimization.image_io import load_dataset_item, save_png, to_tensor, to_uint8
+from optimization.queries import check_attribute_index, query_from_indices
 from optimization.losses import load_lpips
 from optimization.visualization import save_image_atomic
 from preprocess.attributes import ATTRIBUTE_NAMES, EDITABLE_ATTRIBUTES, RECONSTRUCTION_INDEX
@@ -81,7 +81,11 @@ def build_parser():
                    help="comma list of attribute indices, each flipped alone; 20 = reconstruction "
                         f"(default: {','.join(map(str, EDITABLE_ATTRIBUTES))}, plus 20 on --dataset_dir)")
     g = p.add_argument_group("methods")
-    g.add_argument("--methods", default="all", help=f"comma list of: {', '.join(ev.METHODS)}")
+    g.add_argument("--methods", default="fast",
+                   help=f"fast (default: {', '.join(method_group('fast', real=False))}), paper "
+                        f"({', '.join(method_group('paper', real=False))}; minutes per edit on a CPU), all, or a "
+                        f"comma list of: {', '.join(list(ev.METHODS) + [ev.GROUND_TRUTH])} (ground_truth: the "
+                        "synthetic counterfactual scored as an edit, the ceiling)")
     g.add_argument("--paper_steps", type=int, default=None,
                    help="run the paper preset on a respaced N-step chain instead of the model's full one "
                         "(1000 steps is hours per edit on a CPU)")
@@ -96,6 +100,84 @@ def build_parser():
     g.add_argument("--max_edits", type=int, default=None,
                    help="stop after this many new edits per process (a partial run; rerun to continue)")
     return p
+
+
+def method_group(name, real):
+    """The methods `--methods fast` / `paper` stand for (the fast group adds ground_truth on synthetic faces)."""
+    if name == "fast":
+        return [m for m, (preset, _) in ev.METHODS.items() if preset == "fast"] + ([] if real else [ev.GROUND_TRUTH])
+    return [m for m, (preset, _) in ev.METHODS.items() if preset.startswith("paper")]
+
+
+def expand_methods(text, real):
+    """--methods with the groups `fast` and `paper` written out (`all` and names are left to parse_methods)."""
+    names = [n.strip() for n in str(text).split(",") if n.strip()]
+    if not any(n in ("fast", "paper") for n in names):
+        return text
+    expanded = [m for n in names for m in (method_group(n, real) if n in ("fast", "paper") else [n])]
+    return ",".join(dict.fromkeys(expanded))
+
+
+def estimated_unet_evals(editor, opts):
+    """UNet evaluations one edit with `opts` makes (a batched call counts once per image): per step
+    of the k inverted and re-sampled ones, the inversion's (with its fixed-point refinements), the
+    passes under the query attributes (two with a classifier-free contrast) and the cycle term's."""
+    k = opts.num_steps(editor.diffusion(opts.timestep_respacing).num_timesteps)
+    inversion = (1 + opts.inversion_fixed_point) if opts.inversion in ("ddim", "ddpm_noise") else 0
+    query = 2 if opts.cfg_scale != 1 and editor.conditional else 1
+    cycle = 1 if opts.cycle_schema != "none" and opts.weights.cycle_reconstruct_lambda else 0
+    return k * (inversion + query + cycle)
+
+
+class _EditProgress:
+    """One bar per process counting UNet evaluations (its time left holds across methods of very
+    different cost), moved on every UNet call through a forward hook; shows edits done in its postfix."""
+
+    def __init__(self, editor, options, todo, desc):
+        self.costs = {m: (0 if m == ev.GROUND_TRUTH else estimated_unet_evals(editor, options[m]))
+                      for m in dict.fromkeys(m for m, _, _ in todo)}
+        self.measured = set()
+        self.left = {m: sum(1 for t in todo if t[0] == m) for m in self.costs}
+        self.edits, self.total_edits = 0, len(todo)
+        self.bar = tqdm(total=sum(self._cost(m) * n for m, n in self.left.items()), desc=desc, unit="eval",
+                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix} [{elapsed}<{remaining}]")
+        self.batch_budget = self.batch_moved = self.batch_size = 0
+        model = getattr(editor, "model", None)
+        self.hook = model.register_forward_hook(self._on_call) if isinstance(model, torch.nn.Module) else None
+        self._postfix()
+
+    def _cost(self, method):
+        return max(1, self.costs[method])  # the ground truth costs no UNet call but still counts
+
+    def _postfix(self, method=None):
+        self.bar.set_postfix_str(f"{self.edits}/{self.total_edits} edits" + (f", {method}" if method else ""))
+
+    def _on_call(self, *_):
+        step = min(self.batch_size, self.batch_budget - self.batch_moved)
+        if step > 0:
+            self.batch_moved += step
+            self.bar.update(step)
+
+    def start(self, method, size):
+        self.batch_budget, self.batch_moved, self.batch_size = self._cost(method) * size, 0, size
+        self._postfix(method)
+
+    def finish(self, method, size, unet_evals):
+        self.bar.update(self.batch_budget - self.batch_moved)
+        self.left[method] -= size
+        if method not in self.measured and method != ev.GROUND_TRUTH:  # the estimate gives way to the count
+            self.measured.add(method)
+            if unet_evals and unet_evals != self.costs[method]:
+                self.bar.total += (unet_evals - self.costs[method]) * self.left[method]
+                self.costs[method] = unet_evals
+        self.edits += size
+        self.batch_budget = self.batch_moved = 0
+        self._postfix()
+
+    def close(self):
+        if self.hook is not None:
+            self.hook.remove()
+        self.bar.close()
 
 
 def mpi_world():
@@ -274,11 +356,12 @@ def run_edits(args, editor, eval_classifier, source, options, todo, columns, lpi
             batches[-1].append(item)
         else:
             batches.append([item])
-    with open(path, "a", newline="") as f, tqdm(total=len(todo), unit="edit",
-                                                 desc=f"rank {rank}" if world > 1 else "edits") as bar:
+    progress = _EditProgress(editor, options, todo, f"rank {rank}" if world > 1 else "edits")
+    with open(path, "a", newline="") as f, contextlib.closing(progress):
         writer = csv.writer(f, lineterminator="\n")
         for batch in batches:
             method = batch[0][0]
+            progress.start(method, len(batch))
             x = torch.cat([source.image(i) for _, i, _ in batch])
             a_ref = torch.stack([source.labels(i) for _, i, _ in batch])
             a_q = torch.stack([query_from_indices(a_ref[j], [k] if k != RECONSTRUCTION_INDEX else [])
@@ -309,7 +392,7 @@ def run_edits(args, editor, eval_classifier, source, options, todo, columns, lpi
                        "unet_evals": float(result.unet_evals), "seconds": result.seconds / len(batch)}
                 writer.writerow(ev.format_row(row, columns))
             f.flush()
-            bar.update(len(batch))
+            progress.finish(method, len(batch), result.unet_evals)
 
 
 def write_reports(args, source, methods, items, rows, columns, notes, inception):
@@ -387,7 +470,7 @@ def add_fid(args, source, rows, overall, inception):
 
 def check_flags(args, real):
     """Validate the flags before anything is loaded: (methods, attributes, evaluation classifier path or None)."""
-    methods = ev.parse_methods(args.methods, synthetic=not real)
+    methods = ev.parse_methods(expand_methods(args.methods, real), synthetic=not real)
     attributes = parse_attributes(args.attributes, real)
     if args.per_direction is not None and (real or args.num_identities is not None):
         raise ValueError("--per_direction picks synthetic identities itself: not with --dataset_dir or --num_identities")
@@ -534,6 +617,11 @@ def main(argv=None):
         if world > 1:
             comm.Abort(2)  # the other processes may be waiting at a barrier
         return 2
+    except KeyboardInterrupt:  # mpiexec passes Ctrl-C to every process: one line, from the first
+        if rank == 0:
+            print(f"\ninterrupted: finished edits are kept in {args.output_dir}; rerun the same command to "
+                  "continue", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

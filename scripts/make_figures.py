@@ -17,13 +17,9 @@ import sys
 import torch
 
 from optimization.arguments import DEFAULT_CLASSIFIER_PATH, DEFAULT_MODEL_PATH, PRESETS
-from optimization.attribute_editor import (
-    AttributeEditor,
-    EditOptions,
-    load_dataset_item,
-    query_from_indices,
-    to_uint8,
-)
+from optimization.editor import AttributeEditor, EditOptions
+from optimization.image_io import load_dataset_item, to_uint8
+from optimization.queries import query_from_indices
 from optimization.visualization import labelled_grid, save_image_atomic
 from preprocess.attributes import ATTRIBUTE_SHORT_NAMES, EDITABLE_ATTRIBUTES
 

@@ -11,7 +11,7 @@ import torch
 from guided_diffusion.script_util import create_model_and_diffusion, model_and_diffusion_defaults, save_model_config
 from optimization import attribute_editor as ae
 from optimization.guidance import (AttributeContrastModel, EditProblem, GuidanceConfig, GuidanceWeights,
-                                   ReuseGuidancePass, guidance_losses)
+                                   ReuseGuidancePass, guidance_losses, make_cond_fn)
 from preprocess.classifier import AttributeClassifier
 
 SIZE = 16
@@ -159,7 +159,7 @@ def test_schemas_and_targets_run_under_both_samplers(assets, sampler, inversion,
     editor = ae.AttributeEditor(assets["rough"], assets["classifier"], device="cpu")
     x, a = smooth_image(), attrs()
     opts = ae.EditOptions(sampler=sampler, timestep_respacing="6", edit_strength=0.5, inversion=inversion,
-                          cycle_schema=schema, cycle_target=target)
+                          cycle_schema=schema, cycle_target=target, cfg_scale=1.0)
     res = editor.edit(x, a, ae.query_from_indices(a, [9]), opts)
     assert torch.isfinite(res.images).all()
     assert len(res.guidance_log) == 3 and "cycle" in res.guidance_log[0] and "attribute" in res.guidance_log[0]
@@ -275,7 +275,7 @@ def test_guidance_max_step_caps_each_move(assets, sampler, inversion):
 
     def step(cap):
         cfg = GuidanceConfig(weights=strong, sampler=sampler, max_step=cap)
-        cond_fn = ae.make_cond_fn(diffusion, editor.model, editor.classifier, problem, cfg)
+        cond_fn = make_cond_fn(diffusion, editor.model, editor.classifier, problem, cfg)
         out = diffusion.p_mean_variance(editor.model, x_t, t, clip_denoised=False, model_kwargs=kwargs)
         if sampler == "ddpm":
             return out["mean"], diffusion.condition_mean(cond_fn, out, x_t, t, model_kwargs=kwargs)
