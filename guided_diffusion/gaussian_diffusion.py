@@ -667,6 +667,7 @@ class GaussianDiffusion:
         progress=False,
         num_steps=None,
         noise_sequence=None,
+        postprocess_fn=None,
     ):
         """
         DDPM sampling for t = num_steps-1, ..., 0, yielding every step.
@@ -680,6 +681,9 @@ class GaussianDiffusion:
         :param noise_sequence: optional list of k tensors, noise_sequence[t]
             the noise of the step at t (see p_sample); ddpm_inversion
             returns one.
+        :param postprocess_fn: optional f(out, t) -> out applied to each
+            step's output before it is yielded; its "sample" is where the
+            next step starts (e.g. blending with a stored trajectory).
         :return: generator of dict(sample, pred_xstart, t) per step, sample
             being x at level t-1 (x_0 at the last step).
         """
@@ -700,6 +704,8 @@ class GaussianDiffusion:
                     model_kwargs=model_kwargs,
                     noise=None if noise_sequence is None else noise_sequence[step],
                 )
+            if postprocess_fn is not None:
+                out = postprocess_fn(out, t)
             yield {**out, "t": t}
             sample = out["sample"]
 
@@ -723,6 +729,7 @@ class GaussianDiffusion:
         progress=False,
         eta=0.0,
         num_steps=None,
+        postprocess_fn=None,
     ):
         """
         DDIM sampling for t = num_steps-1, ..., 0, yielding every step.
@@ -745,6 +752,8 @@ class GaussianDiffusion:
                     model_kwargs=model_kwargs,
                     eta=eta,
                 )
+            if postprocess_fn is not None:
+                out = postprocess_fn(out, t)
             yield {**out, "t": t}
             sample = out["sample"]
 

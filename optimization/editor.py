@@ -18,6 +18,7 @@ from .guidance import (CYCLE_NOISES, CYCLE_SCHEMAS, CYCLE_TARGETS, STEP_BY_STEP_
                        EditProblem, GuidanceConfig, GuidanceWeights, ReuseGuidancePass, make_cond_fn)
 from .losses import load_lpips
 from .queries import NUM_ATTRIBUTES
+from .region import infer_edit_region, keep_outside_region, parse_levels
 
 
 # ddim: deterministic DDIM inversion; ddpm_noise: edit-friendly DDPM inversion (exact);
@@ -27,6 +28,8 @@ from .queries import NUM_ATTRIBUTES
 INVERSIONS = ("ddim", "ddpm_noise", "sdedit", "input")
 # What an edit returns: the sampler's last sample, or its last x0 prediction (the released code).
 FINAL_OUTPUTS = ("sample", "pred_xstart")
+# none: the whole image is re-sampled; inferred: only the edit's region (optimization.region).
+REGIONS = ("none", "inferred")
 
 
 def _option(default, help, choices=None):
@@ -75,6 +78,12 @@ class EditOptions:
     weight_resolution: int = _option(
         0, "the image side the loss weights were chosen for: the cycle and range weights are scaled by "
         "(model side / this)^2 for the same per-pixel gradient (0 = as given)")
+    region: str = _option(
+        "none", "inferred: edit only where the model's predictions under the query and the reference "
+        "attributes differ; elsewhere keep the input's inversion trajectory exactly", REGIONS)
+    region_threshold: float = _option(0.3, "region: fraction of the difference map's maximum that is inside")
+    region_levels: str = _option("0.3,0.5", "region: noise levels (fractions of the chain) the map is averaged over")
+    region_blur: float = _option(1.0, "region: Gaussian smoothing of the map and of its boundary, in pixels")
 
     def __post_init__(self):
         for f in fields(self):
@@ -89,6 +98,14 @@ class EditOptions:
         if int(self.weight_resolution) != self.weight_resolution or self.weight_resolution < 0:
             raise ValueError(f"weight_resolution must be a side in pixels (0 = weights as given); "
                              f"got {self.weight_resolution!r}")
+        if self.region == "inferred":
+            parse_levels(self.region_levels)
+            if self.inversion == "input":
+                raise ValueError("region 'inferred' keeps the input's inversion trajectory outside the region: "
+                                 "it needs an inversion (not 'input')")
+            if not (0 <= self.region_threshold < 1 and self.region_blur >= 0):
+                raise ValueError(f"region_threshold must be in [0, 1) and region_blur >= 0; got "
+                                 f"{self.region_threshold}, {self.region_blur}")
         if self.inversion == "ddpm_noise" and self.sampler != "ddpm":
             raise ValueError("inversion 'ddpm_noise' stores DDPM noise: it needs sampler 'ddpm'")
         if self.skip_timesteps is None and not 0 < self.edit_strength <= 1:
@@ -180,6 +197,8 @@ class EditResult:
     seconds: float
     frames: List[torch.Tensor]      # x0_hat per step (with record_frames)
     guidance_log: List[Dict]
+    region: Optional[torch.Tensor] = None  # [N, 1, H, W] in [0, 1] with region='inferred'
+
 
 
 class CountingModel(torch.nn.Module):
@@ -209,6 +228,7 @@ def _per_sample_noise(seeds, shape, device, dtype):
 SEED_OFFSET_INVERSION = 7919      # the x_t draws of the edit-friendly inversion / SDEdit's noise
 SEED_OFFSET_SAMPLER = 104729      # DDPM's per-step noise when no inversion stored it
 SEED_OFFSET_FRESH_CYCLE = 15485863  # cycle_noise="fresh": the generator of every re-noising
+SEED_OFFSET_REGION = 32452843     # the noise the region map is read at
 
 
 def guided_model_stack(counting_model, a_ref, cfg_scale, conditional=True):
@@ -351,14 +371,23 @@ class AttributeEditor:
         else:
             inv = input_as_start(x)
 
+        # The edit's region, and outside it the input's own trajectory.
+        region, postprocess_fn = None, None
+        if opts.region == "inferred":
+            region_noise = _per_sample_noise([s + SEED_OFFSET_REGION for s in seeds], shape, self.device, self.dtype)
+            region, _ = infer_edit_region(diffusion, self.model, x, a_ref, a_q, parse_levels(opts.region_levels),
+                                          opts.region_threshold, opts.region_blur, region_noise, self.conditional)
+            postprocess_fn = keep_outside_region(region, inv.trajectory, x)
+
         # Guided sampling under the query attributes.
         problem.origin_trajectory = inv.trajectory
+        problem.region = region
         model = guided_model_stack(self.model, a_ref, opts.cfg_scale, self.conditional)
         log = []
         cond_fn = make_cond_fn(diffusion, model, self.classifier, problem, opts.guidance_config(self.image_size),
                                lpips_fn=self.lpips_fn, id_fn=self.id_fn, log=log)
         common = dict(noise=inv.x_start, clip_denoised=False, cond_fn=cond_fn, model_kwargs=problem.model_kwargs(a_q),
-                      device=self.device, progress=progress, num_steps=k)
+                      device=self.device, progress=progress, num_steps=k, postprocess_fn=postprocess_fn)
         if opts.sampler == "ddim":
             loop = diffusion.ddim_sample_loop_progressive(model, x.shape, eta=0.0, **common)
         else:
@@ -382,4 +411,4 @@ class AttributeEditor:
                 f"preset's were set for a 256 px CelebA-HQ model): try --preset fast, smaller weights or a "
                 f"--guidance_max_step cap")
         return EditResult(images=final.detach().clamp(-1, 1), unet_evals=self.model.calls,
-                          seconds=time.time() - start, frames=frames, guidance_log=log)
+                          seconds=time.time() - start, frames=frames, guidance_log=log, region=region)

@@ -68,6 +68,8 @@ class EditProblem:
         a seed fixes the result and batch and single edits agree).
     noise_generators: one torch.Generator per image (CPU), for `cycle_noise="fresh"`: every
         re-noising draws anew from image i's own generator, so a batch still equals single edits.
+    region: [N, 1, H, W] in [0, 1], or None: where the edit may act (the guidance gradient is
+        masked by it; see optimization.region).
     """
 
     x_origin: torch.Tensor
@@ -77,6 +79,7 @@ class EditProblem:
     cycle_noise: Optional[torch.Tensor] = None
     conditional: bool = True
     noise_generators: Optional[List[torch.Generator]] = None
+    region: Optional[torch.Tensor] = None
 
     def model_kwargs(self, attributes):
         """The UNet's kwargs under `attributes` (none for an unconditional model)."""
@@ -323,6 +326,8 @@ def make_cond_fn(diffusion, model, classifier, problem, cfg, lpips_fn=None, id_f
             cond_fn.unguided_steps.append(int(t[0]))
             grad = torch.zeros_like(grad)
         grad = grad * edited
+        if problem.region is not None:
+            grad = grad * problem.region
         if cfg.max_step:
             move = guidance_step_scale(diffusion, t, cfg.sampler, grad) * grad.pow(2).mean(dim=(1, 2, 3), keepdim=True).sqrt()
             grad = grad * (cfg.max_step / move.clamp(min=1e-12)).clamp(max=1.0)

@@ -29,6 +29,10 @@ FAST = dict(
     guide_reconstructions=False,
     final_output="sample",
     weight_resolution=0,
+    region="none",
+    region_threshold=0.3,
+    region_levels="0.3,0.5",
+    region_blur=1.0,
 )
 
 # This repository's reading of the method: a full DDIM inversion under the reference attributes,

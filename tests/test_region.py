@@ -1,0 +1,90 @@
+"""The edit's inferred region (optimization/region.py) and region-aware editing."""
+import pytest
+import torch
+
+from guided_diffusion.script_util import create_gaussian_diffusion
+from optimization import attribute_editor as ae
+from optimization.region import gaussian_blur, infer_edit_region, keep_outside_region, parse_levels
+from test_editor import assets, attrs, smooth_image  # noqa: F401 (assets is a fixture)
+
+SIZE = 16
+
+
+def oracle_model(masks):
+    """eps(x, t, y) = sum_k y_k * masks[k]: attribute k changes exactly the pixels of masks[k]."""
+    def model(x, t, y=None):
+        out = torch.zeros_like(x)
+        for k, m in masks.items():
+            out = out + y[:, k].view(-1, 1, 1, 1) * m
+        return out
+    return model
+
+
+def square(top, left, size=4):
+    m = torch.zeros(1, 3, SIZE, SIZE, dtype=torch.float64)
+    m[..., top:top + size, left:left + size] = 1
+    return m
+
+
+def test_region_of_an_oracle_is_the_changed_pixels_and_joint_edits_take_the_union():
+    diffusion = create_gaussian_diffusion(steps=100)
+    masks = {9: square(2, 2), 15: square(10, 9)}
+    x = torch.zeros(3, 3, SIZE, SIZE, dtype=torch.float64)
+    a_ref = torch.zeros(3, 20, dtype=torch.float64)
+    a_q = a_ref.clone()
+    a_q[0, 9] = 1
+    a_q[1, [9, 15]] = 1  # joint edit; row 2 is a reconstruction
+    noise = torch.randn_like(x)
+    region, raw = infer_edit_region(diffusion, oracle_model(masks), x, a_ref, a_q, (0.3, 0.5), 0.5, 0.0, noise)
+    assert torch.equal(region[0, 0] > 0.5, masks[9][0, 0] > 0)
+    assert torch.equal(region[1, 0] > 0.5, (masks[9][0, 0] + masks[15][0, 0]) > 0)
+    assert region[2].abs().max() == 0 and raw[2].abs().max() == 0  # nothing to edit: empty
+
+
+def test_region_is_empty_for_a_reconstruction_and_not_for_an_edit_on_a_perturbed_unet(assets):  # noqa: F811
+    editor = ae.AttributeEditor(assets["rough"], None, device="cpu", dtype=torch.float64)
+    diffusion = editor.diffusion("20")
+    x, a = smooth_image(2).double(), attrs(2).double()
+    q = a.clone()
+    q[1] = ae.query_from_indices(a[1], [9])
+    region, _ = infer_edit_region(diffusion, editor.model, x, a, q, (0.3, 0.5), 0.3, 1.0, torch.randn_like(x))
+    assert region[0].max() == 0
+    inside = float(region[1].mean())
+    assert 0 < inside < 1 and region[1].max() == 1  # some pixels, not all
+
+
+def test_pixels_outside_the_region_follow_the_inversion_trajectory_exactly(assets):  # noqa: F811
+    editor = ae.AttributeEditor(assets["rough"], assets["classifier"], device="cpu", dtype=torch.float64)
+    x, a = smooth_image().double(), attrs().double()
+    q = ae.query_from_indices(a, [9])
+    opts = ae.EditOptions(timestep_respacing="10", edit_strength=0.6, region="inferred", region_threshold=0.5)
+    res = editor.edit(x, a, q, opts, seeds=[2], record_frames=True)
+    outside = (res.region == 0).expand_as(x)
+    inside = res.region == 1
+    assert outside.any() and inside.any()
+    assert torch.equal(res.images[outside], x[outside])  # the edit-friendly trajectory ends on x exactly
+    whole = editor.edit(x, a, q, ae.EditOptions(timestep_respacing="10", edit_strength=0.6), seeds=[2])
+    assert (whole.images - x)[outside].abs().max() > 1e-4  # without the region those pixels move
+    # Each step lands on the stored latent outside the region.
+    trajectory = {t: torch.full((1, 3, SIZE, SIZE), float(t), dtype=torch.float64) for t in range(3)}
+    region = torch.zeros(1, 1, SIZE, SIZE, dtype=torch.float64)
+    region[..., :4, :4] = 1
+    blend = keep_outside_region(region, trajectory, x)
+    out = blend({"sample": torch.full_like(x, -7.0)}, torch.tensor([2]))["sample"]
+    assert (out[..., :4, :4] == -7).all() and (out[..., 4:, :] == 1).all()
+    last = blend({"sample": torch.full_like(x, -7.0)}, torch.tensor([0]))["sample"]
+    assert torch.equal(last[..., 8:, 8:], x[..., 8:, 8:])
+
+
+def test_blur_is_truncated_and_levels_are_checked():
+    impulse = torch.zeros(1, 1, 15, 15)
+    impulse[0, 0, 7, 7] = 1
+    blurred = gaussian_blur(impulse, 1.0)
+    assert blurred.sum().item() == pytest.approx(1.0, abs=1e-6)
+    assert blurred[0, 0, 7, 10] == 0 and blurred[0, 0, 7, 9] > 0  # radius 2 sigma
+    assert parse_levels("0.3, 0.5") == (0.3, 0.5)
+    for bad in ("", "0", "1.5", "a"):
+        with pytest.raises(ValueError, match="region_levels"):
+            parse_levels(bad)
+    with pytest.raises(ValueError, match="needs an inversion"):
+        ae.EditOptions(inversion="input", sampler="ddpm", region="inferred")
