@@ -1,32 +1,42 @@
 """
 The multi-attribute face classifier C(x) that guides the editor.
 
-Structure (the paper's): a torchvision ResNet trunk whose last layer maps to a
+Structure (the paper's): a torchvision ResNet trunk whose output is a
 `feature_dim` feature, a GELU, then one small two-layer head per attribute,
-each ending in a sigmoid. Images come in the diffusion model's range [-1, 1]
-at any resolution; the model resizes them to `input_size` and normalises them
-itself, so the editor can back-propagate from the probabilities to the pixels.
+each ending in a sigmoid. The trunk's fc maps straight to the feature
+(`trunk_fc_dim=0`, this project's classifiers) or, as in the paper's released
+classifier, keeps an N-way fc followed by a GELU and Linear(N, feature_dim)
+(`trunk_fc_dim=N`). Images come in the diffusion model's range [-1, 1] at any
+resolution; the model resizes them to `input_size` and normalises them itself,
+so the editor can back-propagate from the probabilities to the pixels.
 
-State-dict layout (the paper's, minus DDP's "module."):
-    base_model.model.<torchvision resnet keys>            (fc: Linear(trunk, feature_dim))
+State-dict layout ("project"):
+    base_model.model.<torchvision resnet keys>            (fc: Linear(trunk, trunk_fc_dim or feature_dim))
+    base_model.projection.{weight,bias}                   (only with trunk_fc_dim: Linear(trunk_fc_dim, feature_dim))
     classify_headers.classify_headers.<i>.0.{weight,bias}  Linear(feature_dim, head_hidden_dim)
     classify_headers.classify_headers.<i>.3.{weight,bias}  Linear(head_hidden_dim, 1)
 (indices 1 and 2 of each head are GELU and Dropout, as in the paper's heads).
 
 Checkpoints: the project writes {"state_dict", "opts", ...} with `opts` from
-AttributeClassifier.opts. The paper's training code wrote {"state_dict",
-"opts"} from a DistributedDataParallel model: keys carry a "module." prefix
-and opts hold training flags, not the architecture, so `load_classifier`
-reads arch, widths and attribute count off the weights and uses the paper's
-input handling (Resize to 224 of the raw [-1, 1] image, no ImageNet
-normalisation). Two paper layouts are read:
-- "paper": module.base_model.model.* and module.classify_headers.classify_headers.<i>.[net.]<layer>.*,
-  the layout of the classifier the paper's editor loads (feature_dim=256).
-  Its module is not in the published code; the GELU between feature and
-  heads is this project's assumption.
-- "paper-coach": module.base_model.* (a bare torchvision ResNet, 1000-way fc)
-  and module.classify_headers.<i>.net.<layer>.*, the published
-  preprocess/coach.py, whose heads read the fc output directly (no GELU).
+AttributeClassifier.opts. The paper's training code (gongshuai1/CycleDiff,
+preprocess/coach.py) wrote {"state_dict", "opts"} from a
+DistributedDataParallel model: keys carry a "module." prefix and opts hold
+training flags, not the architecture, so `load_classifier` reads arch, widths
+and attribute count off the weights and uses the paper's input handling
+(torchvision's Resize(224) of the raw [-1, 1] image, no ImageNet
+normalisation). Two paper layouts are read, one per published version of
+coach.py:
+- "paper", the released version (the one the paper's editor loads):
+  `ImageEncoder.model = ModuleList([Resize(224), resnet18, GELU,
+  Linear(1000, 256), GELU])` and one `FeedForward.net = Sequential(Linear(256,
+  128), GELU, Dropout, Linear(128, 1), Sigmoid)` per attribute, so the keys
+  are module.base_model.model.1.<resnet18 keys, its own 1000-way fc>,
+  module.base_model.model.3.{weight,bias} and
+  module.classify_headers.classify_headers.<i>.net.{0,3}.{weight,bias}.
+  It loads as trunk_fc_dim=1000, feature_dim=256, head_hidden_dim=128.
+- "paper-early", the first published version: module.base_model.* (a bare
+  torchvision ResNet, 1000-way fc) and module.classify_headers.<i>.net.<layer>.*
+  with FeedForward(1000, 768) heads reading the fc output directly (no GELU).
 """
 
 import os
@@ -69,16 +79,24 @@ OPTION_NAMES = (
     "dropout",
     "input_normalization",
     "feature_activation",
+    "trunk_fc_dim",
 )
+# Options added after checkpoints were written without them: the value those checkpoints mean.
+OPTION_DEFAULTS = {"trunk_fc_dim": 0}
 # Settings the paper's classifier was trained with, used for its checkpoints.
 PAPER_INPUT_SIZE = 224
 PAPER_INPUT_NORMALIZATION = "none"
 
 
 class ResNetTrunk(nn.Module):
-    """A torchvision ResNet (random init) whose fc layer outputs `feature_dim`."""
+    """
+    A torchvision ResNet (random init) giving a `feature_dim` feature: its fc
+    layer outputs the feature (fc_dim=0), or outputs fc_dim values followed by
+    a GELU and `projection`, Linear(fc_dim, feature_dim) (the paper's released
+    ImageEncoder: resnet18 with its 1000-way fc, GELU, Linear(1000, 256)).
+    """
 
-    def __init__(self, arch, feature_dim):
+    def __init__(self, arch, feature_dim, fc_dim=0):
         super().__init__()
         if arch not in ARCHITECTURES:
             raise ValueError(f"unknown arch {arch!r}; choose one of {sorted(ARCHITECTURES)}")
@@ -87,11 +105,13 @@ class ResNetTrunk(nn.Module):
         if arch.endswith(THREE_STAGE_SUFFIX):
             in_features //= 2  # layer4 doubles the width in every torchvision ResNet
             self.model.layer4 = nn.Identity()
-        self.model.fc = nn.Linear(in_features, feature_dim)
+        self.model.fc = nn.Linear(in_features, fc_dim or feature_dim)
+        self.projection = nn.Linear(fc_dim, feature_dim) if fc_dim else None
 
     def forward(self, x):
         """x: normalised images [N, 3, S, S] -> features [N, feature_dim]."""
-        return self.model(x)
+        x = self.model(x)
+        return x if self.projection is None else self.projection(F.gelu(x))
 
 
 class AttributeHeads(nn.Module):
@@ -127,7 +147,10 @@ class AttributeClassifier(nn.Module):
     :param input_normalization: "imagenet" (mean/std of torchvision weights) or
         "none" (the trunk sees [-1, 1] directly, as the paper's classifier did).
     :param feature_activation: "gelu" between feature and heads, or "none"
-        (for checkpoints of the paper's published coach.py).
+        (for checkpoints of the first published coach.py).
+    :param trunk_fc_dim: 0 (the ResNet's fc outputs the feature) or N (the
+        ResNet keeps an N-way fc, then GELU and Linear(N, feature_dim), as in
+        the paper's released classifier, N = 1000).
     """
 
     def __init__(
@@ -140,6 +163,7 @@ class AttributeClassifier(nn.Module):
         dropout=0.0,
         input_normalization="imagenet",
         feature_activation="gelu",
+        trunk_fc_dim=0,
     ):
         super().__init__()
         for name, value in (
@@ -150,6 +174,8 @@ class AttributeClassifier(nn.Module):
         ):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(trunk_fc_dim, int) or trunk_fc_dim < 0:
+            raise ValueError(f"trunk_fc_dim must be an integer >= 0, got {trunk_fc_dim!r}")
         if input_size < 32:
             raise ValueError(f"input_size must be at least 32 (the ResNet downsamples 32x), got {input_size}")
         if input_normalization not in INPUT_NORMALIZATIONS:
@@ -169,11 +195,12 @@ class AttributeClassifier(nn.Module):
             dropout=dropout,
             input_normalization=input_normalization,
             feature_activation=feature_activation,
+            trunk_fc_dim=trunk_fc_dim,
         )
         self.num_attributes = num_attributes
         self.input_size = input_size
         self.feature_activation = nn.GELU() if feature_activation == "gelu" else nn.Identity()
-        self.base_model = ResNetTrunk(arch, feature_dim)
+        self.base_model = ResNetTrunk(arch, feature_dim, trunk_fc_dim)
         self.classify_headers = AttributeHeads(num_attributes, feature_dim, head_hidden_dim, dropout)
         if input_normalization == "imagenet":
             mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
@@ -249,15 +276,17 @@ def _check_shapes(path, state_dict, reference):
             )
 
 
-_PAPER_HEAD_KEY = re.compile(r"^classify_headers\.(?:classify_headers\.)?(\d+)\.(?:net\.)?(\d+)\.(weight|bias)$")
+_PAPER_HEAD_KEY = re.compile(r"^classify_headers\.(?:classify_headers\.)?(\d+)\.net\.(\d+)\.(weight|bias)$")
+_RELEASED_TRUNK = "base_model.model.1."  # ImageEncoder.model[1]: the resnet18
+_RELEASED_PROJECTION = "base_model.model.3."  # ImageEncoder.model[3]: Linear(1000, 256)
 
 
 def checkpoint_layout(state_dict):
-    """"project", "paper" or "paper-coach" (see the module docstring), from the keys."""
-    if any(k.startswith("module.base_model.model.") for k in state_dict):
+    """"project", "paper" or "paper-early" (see the module docstring), from the keys."""
+    if any(k.startswith("module." + _RELEASED_TRUNK) for k in state_dict):
         return "paper"
     if any(k.startswith("module.base_model.") for k in state_dict):
-        return "paper-coach"
+        return "paper-early"
     return "project"
 
 
@@ -269,7 +298,12 @@ def to_project_keys(state_dict):
     converted = {}
     for key, value in state_dict.items():
         key = key[len("module."):] if key.startswith("module.") else key
-        if layout == "paper-coach" and key.startswith("base_model."):
+        if layout == "paper":
+            if key.startswith(_RELEASED_TRUNK):
+                key = "base_model.model." + key[len(_RELEASED_TRUNK):]
+            elif key.startswith(_RELEASED_PROJECTION):
+                key = "base_model.projection." + key[len(_RELEASED_PROJECTION):]
+        elif key.startswith("base_model."):
             key = "base_model.model." + key[len("base_model."):]
         match = _PAPER_HEAD_KEY.match(key)
         if match:
@@ -281,8 +315,8 @@ def to_project_keys(state_dict):
 def infer_architecture(state_dict):
     """
     Read the architecture off project-layout weights: dict(arch,
-    num_attributes, feature_dim, head_hidden_dim). ValueError if the weights
-    are not an attribute classifier's.
+    num_attributes, feature_dim, head_hidden_dim, trunk_fc_dim). ValueError if
+    the weights are not an attribute classifier's.
     """
     trunk_prefix = "base_model.model."
     if f"{trunk_prefix}conv1.weight" not in state_dict or f"{trunk_prefix}fc.weight" not in state_dict:
@@ -302,11 +336,14 @@ def infer_architecture(state_dict):
     if not heads or heads != list(range(len(heads))):
         raise ValueError("weights have no attribute heads under classify_headers.classify_headers")
     first_layer = state_dict["classify_headers.classify_headers.0.0.weight"]
+    fc_dim = int(state_dict[f"{trunk_prefix}fc.weight"].shape[0])
+    projection = state_dict.get("base_model.projection.weight")
     return dict(
         arch=arch,
         num_attributes=len(heads),
-        feature_dim=int(state_dict[f"{trunk_prefix}fc.weight"].shape[0]),
+        feature_dim=fc_dim if projection is None else int(projection.shape[0]),
         head_hidden_dim=int(first_layer.shape[0]),
+        trunk_fc_dim=0 if projection is None else fc_dim,
     )
 
 
@@ -328,12 +365,13 @@ def load_classifier(path, device="cpu", arch=None, num_attributes=None):
     try:
         found = infer_architecture(state_dict)
     except ValueError as err:
-        raise ValueError(f"{path}: {err}") from None
+        where = "" if layout == "project" else f" (read as the {layout} layout)"
+        raise ValueError(f"{path}: {err}{where}") from None
     opts = checkpoint.get("opts") or {}
     if layout == "project":
         model_opts = {k: opts[k] for k in OPTION_NAMES if k in opts}
         for key, value in found.items():
-            if model_opts.get(key) != value:
+            if model_opts.get(key, OPTION_DEFAULTS.get(key)) != value:
                 raise ValueError(
                     f"{path}: its opts say {key}={model_opts.get(key)!r} but its weights are {key}={value!r}"
                 )

@@ -52,6 +52,7 @@ from preprocess.classifier import (
     ARCHITECTURES,
     FEATURE_ACTIVATIONS,
     INPUT_NORMALIZATIONS,
+    OPTION_DEFAULTS,
     OPTION_NAMES,
     AttributeClassifier,
     load_classifier,
@@ -415,6 +416,7 @@ def model_options(args, input_size):
         dropout=args.dropout,
         input_normalization=args.input_normalization,
         feature_activation=args.feature_activation,
+        trunk_fc_dim=0,
     )
 
 
@@ -450,7 +452,7 @@ def read_resume_checkpoint(path, model_opts, args):
             raise ValueError(f"{path} is not a resumable classifier checkpoint (no '{key}')")
     saved = checkpoint["opts"]
     for key in OPTION_NAMES:
-        if saved.get(key) != model_opts[key]:
+        if saved.get(key, OPTION_DEFAULTS.get(key)) != model_opts[key]:
             raise ValueError(
                 f"cannot resume from {path}: it has {key}={saved.get(key)!r}, this run asks for {model_opts[key]!r} "
                 f"(use another --exp_dir)"

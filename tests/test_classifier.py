@@ -12,6 +12,8 @@ import pytest
 import torch
 import torchvision
 from PIL import Image
+from torch import nn
+from torchvision.transforms import Resize
 
 from preprocess import encoder_train
 from preprocess.classifier import (
@@ -136,34 +138,162 @@ def test_state_dict_follows_the_paper_layout():
         assert model.state_dict()[f"classify_headers.classify_headers.{i}.3.weight"].shape == (1, 16)
     assert not any(k.startswith("input_") for k in keys)
     assert infer_architecture(model.state_dict()) == dict(
-        arch="resnet18", num_attributes=NUM_ATTRIBUTES, feature_dim=32, head_hidden_dim=16
+        arch="resnet18", num_attributes=NUM_ATTRIBUTES, feature_dim=32, head_hidden_dim=16, trunk_fc_dim=0
     )
 
 
-@pytest.mark.parametrize("head_wrapper", ["", "net."])
-def test_paper_layout_checkpoint_loads_with_identical_outputs(tmp_path, head_wrapper):
-    # The paper's classifier: Resize(224) of the raw [-1, 1] image, DDP "module." keys, training flags as opts.
-    reference = perturbed_classifier(input_size=224, input_normalization="none", feature_dim=256, head_hidden_dim=64)
-    state_dict = {}
-    for key, value in reference.state_dict().items():
-        if key.startswith("classify_headers."):
-            head, layer, param = key.rsplit(".", 3)[1:]
-            key = f"classify_headers.classify_headers.{head}.{head_wrapper}{layer}.{param}"
-        state_dict[f"module.{key}"] = value.clone()
-    path = tmp_path / "paper.pt"
-    torch.save({"state_dict": state_dict, "opts": {"learning_rate": 1e-5, "batch_size": 64, "attribute_count": 20}}, path)
+# The paper's released classifier, transcribed from gongshuai1/CycleDiff preprocess/coach.py (its last
+# version, the one the paper's editor loads); only the pretrained download is left out.
+
+
+class ReleasedFeedForward(nn.Module):
+    def __init__(self, dim, dropout=0.0):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(dim, dim // 2),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(dim // 2, 1),
+            nn.Sigmoid(),
+        )
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class ReleasedImageEncoder(nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.dim = dim
+        self.model = nn.ModuleList([
+            Resize(224),
+            torchvision.models.resnet18(weights=None),
+            nn.GELU(),
+            nn.Linear(1000, self.dim),
+            nn.GELU(),
+        ])
+
+    def forward(self, x):
+        for layer in self.model:
+            x = layer(x)
+        return x
+
+
+class ReleasedAttributeClassifierHeaders(nn.Module):
+    def __init__(self, in_dim, att_num):
+        super().__init__()
+        self.att_num = att_num
+        self.in_dim = in_dim
+        self.classify_headers = nn.ModuleList([])
+        for _ in range(self.att_num):
+            self.classify_headers.append(ReleasedFeedForward(self.in_dim))
+
+    def forward(self, x):
+        y = [header(x) for header in self.classify_headers]
+        y = torch.squeeze(torch.stack(y, dim=0), dim=2).permute(1, 0)
+        return y
+
+
+class ReleasedAttributeClassifier(nn.Module):
+    def __init__(self, feature_dim, att_num):
+        super().__init__()
+        self.feature_dim = feature_dim
+        self.att_num = att_num
+        self.base_model = ReleasedImageEncoder(dim=self.feature_dim)
+        self.classify_headers = ReleasedAttributeClassifierHeaders(in_dim=self.feature_dim, att_num=self.att_num)
+
+    def forward(self, x):
+        feature = self.base_model(x)
+        y = self.classify_headers(feature)
+        return y
+
+
+def released_checkpoint(path, seed=0):
+    """The released classifier with random weights (BatchNorm statistics moved off their init), saved as
+    its Coach saved it: {"state_dict": DDP's state dict ("module." keys), "opts": vars(args)}. Returns the model."""
+    torch.manual_seed(seed)
+    model = ReleasedAttributeClassifier(feature_dim=256, att_num=NUM_ATTRIBUTES)
+    with torch.no_grad():
+        for name, buffer in model.named_buffers():
+            if name.endswith("running_mean"):
+                buffer.normal_(0, 0.1)
+            elif name.endswith("running_var"):
+                buffer.uniform_(0.5, 1.5)
+    ddp = nn.Module()
+    ddp.module = model  # DistributedDataParallel keeps the model as .module
+    opts = dict(data_dir="/training_data/celeba-256", exp_dir="runs/attribute-classifier", learning_rate=1e-5,
+                batch_size=64, max_steps=300, save_interval=50, attribute_count=20, world_size=1, rank=0,
+                dist_url="env://", dist_backend="nccl", gpu=0, multiprocessing_distributed=True, distributed=True)
+    torch.save({"state_dict": ddp.state_dict(), "opts": opts}, path)
+    return model.eval()
+
+
+def test_released_paper_checkpoint_loads_with_the_same_probabilities(tmp_path):
+    path = tmp_path / "released.pt"
+    reference = released_checkpoint(path)
+    state_dict = torch.load(path, weights_only=True)["state_dict"]
+    assert "module.base_model.model.1.conv1.weight" in state_dict
+    assert state_dict["module.base_model.model.1.fc.weight"].shape == (1000, 512)
+    assert state_dict["module.base_model.model.3.weight"].shape == (256, 1000)
+    assert state_dict["module.classify_headers.classify_headers.19.net.0.weight"].shape == (128, 256)
+    assert state_dict["module.classify_headers.classify_headers.19.net.3.bias"].shape == (1,)
 
     loaded = load_classifier(str(path))
-    assert loaded.opts["input_size"] == 224 and loaded.opts["input_normalization"] == "none"
+    assert loaded.opts == dict(arch="resnet18", num_attributes=NUM_ATTRIBUTES, feature_dim=256, input_size=224,
+                               head_hidden_dim=128, dropout=0.0, input_normalization="none",
+                               feature_activation="gelu", trunk_fc_dim=1000)
     assert not loaded.training and not any(p.requires_grad for p in loaded.parameters())
-    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    x = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(1)) * 2 - 1
     with torch.no_grad():
-        assert torch.equal(loaded(x), reference(x))
+        expected = reference(x)
+        probabilities = loaded(x)
+    assert probabilities.shape == (3, NUM_ATTRIBUTES)
+    assert 0.02 < expected.min() and expected.max() < 0.98  # not saturated: the comparison means something
+    torch.testing.assert_close(probabilities, expected, atol=1e-6, rtol=0)
+    with torch.no_grad():  # at the trunk's own size too (torchvision's Resize leaves 224 px as it is)
+        x224 = torch.rand(1, 3, 224, 224) * 2 - 1
+        torch.testing.assert_close(loaded(x224), reference(x224), atol=1e-6, rtol=0)
+    # Re-saved in the project's layout, it loads the same way.
+    torch.save({"state_dict": loaded.state_dict(), "opts": loaded.opts}, tmp_path / "project.pt")
+    with torch.no_grad():
+        assert torch.equal(load_classifier(str(tmp_path / "project.pt"))(x), probabilities)
 
 
-def test_published_coach_layout_checkpoint_loads_with_identical_outputs(tmp_path):
-    # gongshuai1/CycleDiff preprocess/coach.py: a bare torchvision ResNet (1000-way fc) as base_model,
-    # heads FeedForward(1000, 768) as classify_headers.<i>.net, no activation between them.
+def test_released_paper_checkpoint_evaluates_from_the_command_line(tmp_path, repo_root):
+    path = tmp_path / "released.pt"
+    reference = released_checkpoint(path, seed=2)
+    data = make_dataset(tmp_path / "data", num_images=6, size=32)
+    output = tmp_path / "acc.json"
+    command = [sys.executable, os.path.join(repo_root, "preprocess", "encoder_train.py"), "--evaluate", str(path),
+               "--data_dir", str(data), "--output", str(output), "--device", "cpu", "--num_workers", "1",
+               "--num_threads", "1", "--batch_size", "3"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(output.read_text())
+    assert report["num_images"] == 6 and len(report["attributes"]) == NUM_ATTRIBUTES
+    images, attributes = encoder_train.load_labelled_images(str(data), NUM_ATTRIBUTES, progress=False)
+    with torch.no_grad():
+        predicted = reference(encoder_train.to_model_range(images)) >= 0.5
+    expected_accuracy = (predicted == attributes.bool()).double().mean(0)
+    reported = torch.tensor([a["accuracy"] for a in report["attributes"].values()], dtype=torch.float64)
+    torch.testing.assert_close(reported, expected_accuracy)
+
+
+def test_released_paper_checkpoint_guides_the_editor(tmp_path):
+    from optimization.arguments import DEFAULT_MODEL_PATH
+    from optimization.attribute_editor import AttributeEditor
+
+    path = tmp_path / "released.pt"
+    reference = released_checkpoint(path, seed=3)
+    editor = AttributeEditor(DEFAULT_MODEL_PATH, str(path), device="cpu")
+    x = torch.rand(2, 3, editor.image_size, editor.image_size) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(editor.classify(x), reference(x), atol=1e-6, rtol=0)
+
+
+def test_early_published_coach_layout_checkpoint_loads_with_identical_outputs(tmp_path):
+    # The first published gongshuai1/CycleDiff preprocess/coach.py: a bare torchvision ResNet (1000-way fc) as
+    # base_model, heads FeedForward(1000, 768) as classify_headers.<i>.net, no activation between them.
     reference = perturbed_classifier(
         input_size=224, input_normalization="none", feature_dim=1000, head_hidden_dim=24, feature_activation="none"
     )
