@@ -52,12 +52,22 @@ METHODS = {
     "guidance_no_cycle_fast": ("fast", dict(cycle_schema="none", cycle_reconstruct_lambda=0.0)),
     # The conditional model alone (with the preset's cfg_scale) on the edit-friendly inversion.
     "conditional_only_fast": ("fast", dict(cycle_schema="none", **NO_GUIDANCE)),
+    # The same methods editing only inside the region the model infers (optimization.region).
+    "cyclediff_sbs_inversion_region_fast": ("fast", dict(region="inferred")),
+    "cyclediff_s2o_region_fast": ("fast", dict(cycle_schema="step_to_origin", region="inferred")),
+    "guidance_no_cycle_region_fast": ("fast", dict(cycle_schema="none", cycle_reconstruct_lambda=0.0,
+                                                   region="inferred")),
+    "conditional_only_region_fast": ("fast", dict(cycle_schema="none", region="inferred", **NO_GUIDANCE)),
     # DDIM inversion under a_ref, plain conditional DDIM sampling under a_q.
     "ddim_conditional_fast": ("fast", dict(sampler="ddim", inversion="ddim", cycle_schema="none", **NO_GUIDANCE)),
     # SDEdit: the input noised to the start level, conditional DDPM denoising under a_q.
     "sdedit_fast": ("fast", dict(inversion="sdedit", cycle_schema="none", **NO_GUIDANCE)),
 }
 
+
+# The method `python main.py` runs by default (the fast preset as it is): the reference of the
+# paired differences in the report.
+DEFAULT_METHOD = "cyclediff_sbs_inversion_fast"
 
 # Not a method: the renderer's counterfactual of each synthetic input, scored like an edit. It is
 # the ceiling the evaluation classifier allows: a perfect edit scores exactly this.
@@ -112,7 +122,7 @@ def describe_options(opts, total_steps):
 # --------------------------------------------------------------------------- per-edit metrics
 
 SYNTHETIC_COLUMNS = ("method", "identity", "attribute", "direction", "success", "preservation", "preservation_gt",
-                     "psnr_gt", "l1_gt", "l1_outside_mask", "seconds", "unet_evals")
+                     "psnr_gt", "l1_gt", "l1_outside_mask", "region_iou", "seconds", "unet_evals")
 REAL_COLUMNS = ("method", "image", "attribute", "direction", "success", "preservation", "l1_input",
                 "psnr_input", "lpips", "seconds", "unet_evals")
 KEY_COLUMNS = 3      # method, identity/image, attribute identify an edit
@@ -134,7 +144,8 @@ def _classifier_measures(probs_edited, probs_input, a_ref, a_q):
     return dict(success=success, preservation=metrics.preservation(probs_edited, probs_input, edit_mask).double())
 
 
-def synthetic_edit_metrics(edited, x, ground_truth, allowed_mask, probs_edited, probs_input, a_ref, a_q):
+def synthetic_edit_metrics(edited, x, ground_truth, allowed_mask, probs_edited, probs_input, a_ref, a_q,
+                           region=None):
     """Per-edit measures on synthetic faces.
 
     :param edited, x, ground_truth: [N, 3, H, W] edit, input, and the input's identity rendered
@@ -147,7 +158,9 @@ def synthetic_edit_metrics(edited, x, ground_truth, allowed_mask, probs_edited, 
         for a reconstruction), preservation (other attributes read as on the input),
         preservation_gt (other attributes read as their labels), psnr_gt, l1_gt, l1_outside_mask
         (L1 to the input where the attribute must not change; there the ground truth equals the
-        input).
+        input), region_iou (IoU of the method's inferred region, > 0.5, with the renderer's mask; NaN
+        without a region or for a reconstruction).
+    :param region: [N, 1, H, W] the method's inferred region (EditResult.region), or None.
     """
     edited, x, ground_truth = edited.cpu(), x.cpu(), ground_truth.cpu()
     out = _classifier_measures(probs_edited.cpu(), probs_input.cpu(), a_ref.cpu(), a_q.cpu())
@@ -155,8 +168,23 @@ def synthetic_edit_metrics(edited, x, ground_truth, allowed_mask, probs_edited, 
     out.update(preservation_gt=metrics.preservation(probs_edited.cpu(), a_ref.cpu(), a_q.cpu() != a_ref.cpu()).double(),
                psnr_gt=metrics.psnr(edited, ground_truth).double(),
                l1_gt=metrics.l1(edited, ground_truth),
-               l1_outside_mask=metrics.l1(edited, x, mask=~allowed_mask.cpu().bool()))
+               l1_outside_mask=metrics.l1(edited, x, mask=~allowed_mask.cpu().bool()),
+               region_iou=region_iou(region, allowed_mask, a_ref, a_q))
     return out
+
+
+def region_iou(region, allowed_mask, a_ref, a_q):
+    """[N] IoU of region > 0.5 with allowed_mask [N, H, W]; NaN without a region or for rows with
+    nothing edited."""
+    n = allowed_mask.shape[0]
+    if region is None:
+        return torch.full((n,), float("nan"), dtype=torch.float64)
+    inferred = region.cpu()[:, 0] > 0.5
+    truth = allowed_mask.cpu().bool()
+    union = (inferred | truth).flatten(1).sum(1).double()
+    iou = (inferred & truth).flatten(1).sum(1).double() / union.clamp(min=1)
+    edited = (a_q.cpu() != a_ref.cpu()).any(dim=1)
+    return torch.where(edited, iou, torch.full_like(iou, float("nan")))
 
 
 def real_edit_metrics(edited, x, probs_edited, probs_input, a_ref, a_q, lpips_fn=None):
@@ -284,14 +312,79 @@ def markdown_table(summaries, columns):
     return "\n".join(lines)
 
 
-def results_markdown(title, notes, per_attribute, overall, measures, per_direction=None):
+def bootstrap_interval(values, num_resamples=2000, level=0.95, seed=0):
+    """Percentile bootstrap interval (low, high) of the mean of `values` (NaNs left out); (nan, nan)
+    with fewer than two finite values."""
+    v = np.asarray([x for x in values if math.isfinite(x)], dtype=np.float64)
+    if len(v) < 2:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = v[rng.integers(0, len(v), size=(num_resamples, len(v)))].mean(axis=1)
+    tail = (1 - level) / 2 * 100
+    return float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
+
+
+def paired_differences(rows, measure, method, reference, keys=("identity", "attribute")):
+    """Per-edit differences measure(method) - measure(reference) over the edits both have (matched on
+    `keys`), NaNs left out: a list of floats."""
+    ref = {tuple(r[k] for k in keys): r[measure] for r in rows if r["method"] == reference}
+    out = []
+    for r in rows:
+        if r["method"] != method:
+            continue
+        other = ref.get(tuple(r[k] for k in keys))
+        if other is not None and math.isfinite(r[measure]) and math.isfinite(other):
+            out.append(r[measure] - other)
+    return out
+
+
+def interval_tables(rows, measures, reference=None, keys=("identity", "attribute")):
+    """Markdown: each method's mean and 95 % bootstrap interval per measure, then (when `reference`
+    is one of the methods) each other method's paired difference to it with its interval."""
+    def cell(name, mean, low, high):
+        if not math.isfinite(mean):
+            return "–"
+        scale = 100 if name in _PERCENT else 1
+        digits = 1 if name in _PERCENT or name.startswith("psnr") else 4
+        return f"{scale * mean:.{digits}f} [{scale * low:.{digits}f}, {scale * high:.{digits}f}]"
+
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    lines = ["## Per method, with 95 % bootstrap intervals", "",
+             "| method | n | " + " | ".join(measures) + " |", "|---|---:|" + "---:|" * len(measures)]
+    for m in methods:
+        members = [r for r in rows if r["method"] == m]
+        cells = []
+        for name in measures:
+            values = [r[name] for r in members if math.isfinite(r[name])]
+            mean = sum(values) / len(values) if values else float("nan")
+            cells.append(cell(name, mean, *bootstrap_interval(values)))
+        lines.append(f"| {m} | {len(members)} | " + " | ".join(cells) + " |")
+    if reference in methods and len(methods) > 1:
+        lines += ["", f"## Paired differences against {reference} (same edits; 95 % bootstrap intervals)", "",
+                  "| method | " + " | ".join(measures) + " |", "|---|" + "---:|" * len(measures)]
+        for m in methods:
+            if m == reference:
+                continue
+            cells = []
+            for name in measures:
+                diffs = paired_differences(rows, name, m, reference, keys)
+                mean = sum(diffs) / len(diffs) if diffs else float("nan")
+                cells.append(cell(name, mean, *bootstrap_interval(diffs)))
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def results_markdown(title, notes, per_attribute, overall, measures, per_direction=None, intervals=None):
     """The report: title, notes (list of lines), the method x attribute table, the overall table,
-    and (when given) the method x attribute x direction table."""
+    (when given) the intervals tables (`interval_tables`) and the method x attribute x direction
+    table."""
     parts = [f"# {title}", "", *[f"- {n}" for n in notes], "",
              "## Per method and attribute", "", markdown_table(per_attribute, ["method", "attribute", "n", *measures]),
              "", "## Per method", ""]
     overall_columns = ["method", "n", *measures] + (["fid"] if any("fid" in s for s in overall) else [])
     parts += [markdown_table([{"fid": float("nan"), **s} for s in overall], overall_columns), ""]
+    if intervals:
+        parts += [intervals, ""]
     if per_direction:
         parts += ["## Per method, attribute and direction", "",
                   markdown_table(per_direction, ["method", "attribute", "direction", "n", *measures]), ""]

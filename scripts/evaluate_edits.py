@@ -377,7 +377,7 @@ def run_edits(args, editor, eval_classifier, source, options, todo, columns, lpi
             if truth is not None:
                 allowed = torch.cat([source.allowed_mask(i, k) for _, i, k in batch])
                 measures = ev.synthetic_edit_metrics(result.images, x, truth, allowed, probs_edited, probs_input,
-                                                     a_ref, a_q)
+                                                     a_ref, a_q, region=result.region)
             else:
                 measures = ev.real_edit_metrics(result.images, x, probs_edited, probs_input, a_ref, a_q, lpips_fn)
             pixels = to_uint8(result.images)
@@ -408,8 +408,12 @@ def write_reports(args, source, methods, items, rows, columns, notes, inception)
     synthetic = isinstance(source, SyntheticFaces)
     inputs_name = "synthetic faces" if synthetic else os.path.basename(os.path.normpath(args.dataset_dir))
     title = f"Edit evaluation on {inputs_name}"
+    interval_measures = [m for m in measures if m not in ("seconds", "unet_evals")]
+    intervals = ev.interval_tables(rows, interval_measures, reference=ev.DEFAULT_METHOD, keys=(source.item_column,
+                                                                                            "attribute"))
     ev.write_text_atomic(os.path.join(out, "results.md"),
-                         ev.results_markdown(title, notes, per_attribute, overall, measures, per_direction))
+                         ev.results_markdown(title, notes, per_attribute, overall, measures, per_direction,
+                                             intervals=intervals))
     fidelity = ("psnr_gt", "PSNR to the ground truth (dB)") if synthetic else ("psnr_input", "PSNR to the input (dB)")
     ev.plot_summary(overall, per_attribute, os.path.join(out, "summary.png"), *fidelity)
     for method in methods:
