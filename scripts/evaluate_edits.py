@@ -121,12 +121,18 @@ def expand_methods(text, real):
 def estimated_unet_evals(editor, opts):
     """UNet evaluations one edit with `opts` makes (a batched call counts once per image): per step
     of the k inverted and re-sampled ones, the inversion's (with its fixed-point refinements), the
-    passes under the query attributes (two with a classifier-free contrast) and the cycle term's."""
+    passes under the query attributes (two with a classifier-free contrast) and the cycle term's;
+    plus the region map's passes. Only the progress bar uses it (until the method's first batch)."""
     k = opts.num_steps(editor.diffusion(opts.timestep_respacing).num_timesteps)
     inversion = (1 + opts.inversion_fixed_point) if opts.inversion in ("ddim", "ddpm_noise") else 0
     query = 2 if opts.cfg_scale != 1 and editor.conditional else 1
     cycle = 1 if opts.cycle_schema != "none" and opts.weights.cycle_reconstruct_lambda else 0
-    return k * (inversion + query + cycle)
+    region = 0  # an inferred region: eps under a_ref and under a_q flipped, at each of its noise levels
+    if getattr(opts, "region", "none") == "inferred" and editor.conditional:
+        from optimization.region import parse_levels
+
+        region = 2 * len(parse_levels(opts.region_levels))
+    return k * (inversion + query + cycle) + region
 
 
 class _EditProgress:

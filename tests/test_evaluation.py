@@ -273,7 +273,8 @@ def models(tmp_path_factory):
 def common_flags(models, out, **extra):
     flags = dict(model_path=models["model"], classifier_path=models["classifier"],
                  eval_classifier_path=models["eval_classifier"], num_identities=2, attributes=ATTRIBUTES,
-                 steps=STEPS, batch_size=3, output_dir=str(out), device="cpu", **extra)
+                 steps=STEPS, batch_size=3, output_dir=str(out), device="cpu", methods="all")
+    flags.update(extra)
     return [f"--{k}={v}" for k, v in flags.items()]
 
 
@@ -352,6 +353,59 @@ def test_every_method_runs_end_to_end(reference_run):
     assert all(f"| {m} |" in md for m in list(ev.METHODS) + [ev.GROUND_TRUTH]) and "renderer's counterfactual" in md
     assert all((out / f"grid_{m}.png").is_file() for m in ev.METHODS) and (out / "summary.png").is_file()
     assert not [p for p in os.listdir(out) if ".tmp" in p]
+
+
+def test_default_methods_are_the_fast_group_and_the_estimate_of_their_cost_holds(models, reference_run):
+    fast = [m for m, (preset, _) in ev.METHODS.items() if preset == "fast"]
+    assert evaluate_edits.build_parser().parse_args([]).methods == "fast"
+    assert ev.parse_methods(evaluate_edits.expand_methods("fast", real=False)) == fast + [ev.GROUND_TRUTH]
+    assert ev.parse_methods(evaluate_edits.expand_methods("fast", real=True), synthetic=False) == fast
+    paper = ev.parse_methods(evaluate_edits.expand_methods("paper,sdedit_fast", real=False))
+    assert paper[-1] == "sdedit_fast" and paper[:-1] and all("_paper" in m for m in paper[:-1])
+    assert "cyclediff_sbs_inversion_fast" in fast and not any("_paper" in m for m in fast)
+    help_text = evaluate_edits.build_parser().format_help()
+    assert all(m.replace("_", "") in help_text.replace("\n", "").replace(" ", "").replace("_", "")
+               for m in list(ev.METHODS) + [ev.GROUND_TRUTH])
+    # The progress bar's first estimate of each method's cost is what the run measured.
+    from optimization.attribute_editor import AttributeEditor
+
+    editor = AttributeEditor(models["model"], models["classifier"], device="cpu")
+    measured = {r["method"]: float(r["unet_evals"]) for r in read_results(reference_run)}
+    for method in ev.METHODS:
+        estimate = evaluate_edits.estimated_unet_evals(editor, ev.method_options(method, STEPS))
+        assert estimate == measured[method], method
+
+
+def test_progress_moves_with_every_unet_call_and_ctrl_c_prints_one_line(models, tmp_path, monkeypatch, capsys):
+    seen, closed = [], []
+    on_call, close = evaluate_edits._EditProgress._on_call, evaluate_edits._EditProgress.close
+
+    def spy_call(self, *args):
+        on_call(self, *args)
+        seen.append(self.bar.n)
+
+    def spy_close(self):
+        closed.append((self.bar.n, self.bar.total, self.edits))
+        close(self)
+
+    monkeypatch.setattr(evaluate_edits._EditProgress, "_on_call", spy_call)
+    monkeypatch.setattr(evaluate_edits._EditProgress, "close", spy_close)
+    out = tmp_path / "progress"
+    assert evaluate_edits.main(common_flags(models, out, methods="sdedit_fast,ground_truth")) == 0
+    calls = PRESETS["fast"]["cfg_scale"] != 1 and 2 * round(0.6 * STEPS) or round(0.6 * STEPS)  # per image
+    # 4 sdedit edits in batches of 3 and 1: the bar moves at every UNet call, not once per batch
+    assert len(seen) == 2 * calls and seen == sorted(seen) and len(set(seen)) == len(seen)
+    assert closed == [(4 * calls + 4, 4 * calls + 4, 8)]  # the ground truth's edits count one each
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluate_edits.AttributeEditor, "edit", interrupted)
+    capsys.readouterr()
+    assert evaluate_edits.main(common_flags(models, tmp_path / "stopped", methods="sdedit_fast")) == 130
+    err = capsys.readouterr().err
+    lines = [line for line in err.replace("\r", "\n").splitlines() if "interrupt" in line.lower()]
+    assert len(lines) == 1 and "rerun the same command" in lines[0] and "Traceback" not in err, err
 
 
 def test_per_direction_edits_k_identities_each_way(models, tmp_path):
