@@ -1,14 +1,18 @@
 """
 Sample images from a trained diffusion model, one grid row per attribute vector.
 
-    python scripts/image_sample.py --checkpoint runs/diffusion \\
+    python scripts/image_sample.py --checkpoint checkpoints/diffusion.pt \\
         --attributes "0,0,0,0,0,0,1,0,0,0,0,0,0,0,0,1,0,0,1,1" --num_samples 8 \\
         --use_ddim True --timestep_respacing ddim50 --output outputs/samples.png
 
---checkpoint is a log dir (its latest EMA weights, or model weights with
---use_ema False) or a .pt file; the hyper-parameters come from the JSON
-beside it. Writes the PNG grid and an .npz of the same name (arr_0: uint8
-samples [N, H, W, 3], attributes: float [N, A] or labels: long [N]).
+--checkpoint is a .pt file (default: the shipped 64 px model) or a training
+log dir (its latest EMA weights, or model weights with --use_ema False); the
+hyper-parameters come from the JSON beside it. An attribute vector has one
+0/1 value per attribute, in the order of preprocess/attributes.py (listed at
+the end of --help): the example asks for a young, smiling blond person with
+lipstick (positions 6, 15, 18, 19). Writes the PNG grid and an .npz of the
+same name (arr_0: uint8 samples [N, H, W, 3], attributes: float [N, A] or
+labels: long [N]). A progress bar counts the sampling steps of all batches.
 """
 
 import argparse
@@ -24,6 +28,7 @@ from tqdm.auto import tqdm
 
 from guided_diffusion.script_util import load_diffusion_model, load_model_config, str2bool
 from guided_diffusion.train_util import find_ema_checkpoint, find_resume_checkpoint
+from preprocess.attributes import ATTRIBUTE_NAMES
 
 
 def main(argv=None):
@@ -33,6 +38,9 @@ def main(argv=None):
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: {args.output} not written", file=sys.stderr)
+        return 130
     return 0
 
 
@@ -52,22 +60,31 @@ def sample(args):
     shape = (3, config["image_size"], config["image_size"])
     generator = th.Generator().manual_seed(args.seed)
     noise = th.randn((total, *shape), generator=generator)
-    sample_fn = diffusion.ddim_sample_loop if args.use_ddim else diffusion.p_sample_loop
+    if args.use_ddim:
+        sample_loop = diffusion.ddim_sample_loop_progressive
+    else:
+        sample_loop = diffusion.p_sample_loop_progressive
     th.manual_seed(args.seed)  # DDPM's per-step noise
 
     images = []
-    for start in tqdm(range(0, total, args.batch_size), desc="batches", unit="batch"):
-        part = slice(start, start + args.batch_size)
-        model_kwargs = {} if y is None else {"y": y[part].to(device)}
-        out = sample_fn(
-            model,
-            (noise[part].shape[0], *shape),
-            noise=noise[part].to(device),
-            clip_denoised=args.clip_denoised,
-            model_kwargs=model_kwargs,
-            device=device,
-        )
-        images.append(out.cpu())
+    starts = range(0, total, args.batch_size)
+    sampler = "DDIM" if args.use_ddim else "DDPM"
+    desc = f"{sampler} sampling, {len(starts)} batch{'es' if len(starts) > 1 else ''}"
+    with tqdm(total=len(starts) * diffusion.num_timesteps, desc=desc, unit="step") as bar:
+        for start in starts:  # one bar step per denoising step of a batch
+            part = slice(start, start + args.batch_size)
+            model_kwargs = {} if y is None else {"y": y[part].to(device)}
+            out = None
+            for out in sample_loop(
+                model,
+                (noise[part].shape[0], *shape),
+                noise=noise[part].to(device),
+                clip_denoised=args.clip_denoised,
+                model_kwargs=model_kwargs,
+                device=device,
+            ):
+                bar.update(1)
+            images.append(out["sample"].cpu())
     images = th.cat(images)
     pixels = ((images + 1) * 127.5).round().clamp(0, 255).to(th.uint8)
 
@@ -136,6 +153,7 @@ def parse_conditions(args, config):
         if len(vector) != num_attributes:
             raise ValueError(
                 f"attribute vector {i} has {len(vector)} values, the model expects {num_attributes}"
+                + (" (the attributes listed in --help, in that order)" if num_attributes == len(ATTRIBUTE_NAMES) else "")
             )
         if not all(0 <= v <= 1 for v in vector):
             raise ValueError(f"attribute vector {i} has values outside [0, 1]: {row!r}")
@@ -176,10 +194,32 @@ def save_npz(arrays, path):
     os.replace(tmp, path)
 
 
+DEFAULT_CHECKPOINT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints",
+                                  "diffusion.pt")
+
+
+def attribute_help():
+    """--help's epilog: which position of a 20-value attribute vector is which attribute."""
+    half = (len(ATTRIBUTE_NAMES) + 1) // 2
+    rows = [f"  {i:2d} {ATTRIBUTE_NAMES[i]:<20}" + (f"{i + half:2d} {ATTRIBUTE_NAMES[i + half]}"
+            if i + half < len(ATTRIBUTE_NAMES) else "") for i in range(half)]
+    example = ",".join("1" if i in (6, 15, 18, 19) else "0" for i in range(len(ATTRIBUTE_NAMES)))
+    return ("attribute vector positions (preprocess/attributes.py; 1 = has it, 0 = has not):\n" + "\n".join(rows)
+            + f"\n\ne.g. --attributes \"{example}\"\nasks for a young blond woman (Male = 0), smiling, with "
+            "lipstick and none of the other attributes.")
+
+
 def create_argparser():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0].strip(),
+        epilog=attribute_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument(
-        "--checkpoint", required=True, help="log dir or .pt file (hyper-parameters from the JSON beside it)"
+        "--checkpoint",
+        default=DEFAULT_CHECKPOINT,
+        help=".pt file or training log dir (hyper-parameters from the JSON beside it); default: the "
+        "shipped model, 64 px synthetic faces",
     )
     parser.add_argument(
         "--use_ema",
@@ -194,7 +234,10 @@ def create_argparser():
         help="for a log dir with several EMA rates: which one (default: the largest)",
     )
     parser.add_argument(
-        "--attributes", default="", help="attribute vectors: comma-separated values, vectors separated by ';'"
+        "--attributes",
+        default="",
+        help="attribute vectors: one 0/1 value per attribute (20 for this project's models, in the order "
+        "listed below), comma-separated; several vectors separated by ';'",
     )
     parser.add_argument(
         "--attributes_file",

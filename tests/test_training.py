@@ -419,6 +419,19 @@ def test_image_sample_writes_grid_and_npz(tmp_path, trained_run, capsys):
     assert err == ["error: attribute vector 0 has 3 values, the model expects 4"]
 
 
+def test_image_sample_shows_a_bar_per_sampling_step_and_explains_the_vector(tmp_path, trained_run, capsys):
+    log_dir, _ = trained_run
+    flags = [f"--checkpoint={log_dir}", "--attributes=1,0,1,0;0,1,0,1", "--num_samples=2", "--batch_size=2",
+             "--use_ddim=True", "--timestep_respacing=ddim5", f"--output={tmp_path / 'grid.png'}"]
+    module = load_script("image_sample")
+    assert module.main(flags) == 0
+    err = capsys.readouterr().err
+    assert "DDIM sampling, 2 batches" in err and "10/10" in err  # 2 batches x 5 steps, one tick each
+    help_text = module.create_argparser().format_help()
+    assert "11 Male" in help_text and "19 Young" in help_text and " 0 Goatee" in help_text
+    assert module.create_argparser().parse_args([]).checkpoint == os.path.join(ROOT, "checkpoints", "diffusion.pt")
+
+
 def test_bf16_autocast_step_trains(tmp_path, data_dir):
     loop = make_loop(tmp_path, data_dir, use_bf16=True, lr=5e-3)
     before = [p.detach().clone() for p in loop.model.parameters()]
