@@ -4,8 +4,9 @@ Helpers for data-parallel training launched through MPI.
 `mpiexec -n N python script.py` starts N ranks; `setup_dist()` joins them in a
 torch.distributed process group (NCCL on GPUs, gloo on CPU) whose rendezvous
 address and port are chosen by rank 0 and broadcast over MPI. A plain
-`python script.py` (no MPI runtime, or mpi4py not installed) is a single
-process and none of the collectives below do anything.
+`python script.py` is a single process and none of the collectives below do
+anything. Whether mpiexec started the process is decided in
+guided_diffusion.mpi_launch, as everywhere in the project.
 """
 
 import io
@@ -13,22 +14,15 @@ import os
 import socket
 
 import numpy as np
-import torch as th
+import torch
 import torch.distributed as dist
+
+from .mpi_launch import local_rank_and_size, mpi_world
 
 # MPI's broadcast counts are C ints: keep each chunk well under 2**31 bytes.
 _CHUNK_BYTES = 2**30
 
 _comm = None  # MPI.COMM_WORLD when running with more than one rank
-
-
-def _mpi_world():
-    """COMM_WORLD of mpi4py, or None when MPI cannot be used in this process."""
-    try:
-        from mpi4py import MPI
-    except Exception:  # ImportError, or a runtime library that fails to load
-        return None
-    return MPI.COMM_WORLD
 
 
 def setup_dist():
@@ -41,24 +35,21 @@ def setup_dist():
     global _comm
     if dist.is_initialized():
         return
-    comm = _mpi_world()
-    if comm is None or comm.Get_size() == 1:
+    comm, _, size = mpi_world()
+    if comm is None or size == 1:
         return
     _comm = comm
 
-    from mpi4py import MPI
-
-    node = comm.Split_type(split_type=MPI.COMM_TYPE_SHARED)
-    local_rank = node.Get_rank()
-    use_cuda = th.cuda.is_available()
+    local_rank, local_size = local_rank_and_size(comm)
+    use_cuda = torch.cuda.is_available()
     if use_cuda:
-        if node.Get_size() > th.cuda.device_count():
+        if local_size > torch.cuda.device_count():
             raise RuntimeError(
-                f"{node.Get_size()} MPI ranks on this node but {th.cuda.device_count()} visible GPU(s): NCCL "
-                f"needs one GPU per rank; launch with -n {th.cuda.device_count()}, or hide the GPUs "
+                f"{local_size} MPI ranks on this node but {torch.cuda.device_count()} visible GPU(s): NCCL "
+                f"needs one GPU per rank; launch with -n {torch.cuda.device_count()}, or hide the GPUs "
                 f"(CUDA_VISIBLE_DEVICES=) to run the ranks on CPU with gloo"
             )
-        th.cuda.set_device(local_rank)
+        torch.cuda.set_device(local_rank)
     backend = "nccl" if use_cuda else "gloo"
 
     hostnames = comm.allgather(socket.gethostname())
@@ -98,9 +89,9 @@ def get_world_size():
 
 def dev():
     """The device this rank computes on."""
-    if th.cuda.is_available():
-        return th.device("cuda", th.cuda.current_device())
-    return th.device("cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def barrier():
@@ -190,7 +181,7 @@ def _read_bytes(path):
 
 def _torch_load(data, path, **kwargs):
     try:
-        return th.load(io.BytesIO(data), **kwargs)
+        return torch.load(io.BytesIO(data), **kwargs)
     except Exception as exc:  # pickle/zip errors of every kind for a corrupt file
         raise ValueError(f"cannot read checkpoint {path}: {exc}") from exc
 
@@ -200,5 +191,5 @@ def sync_params(params):
     if not is_distributed():
         return
     for p in params:
-        with th.no_grad():
+        with torch.no_grad():
             dist.broadcast(p, 0)

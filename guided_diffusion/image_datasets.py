@@ -2,7 +2,7 @@
 Training data: a folder of images plus, for attribute-conditional models, an
 attributes.pt tensor.
 
-Layout (DESIGN §4): images 00000.png ... (or .jpg) directly in the folder,
+Layout (docs/design.md, "Dataset folder"): images 00000.png ... (or .jpg) directly in the folder,
 sorted by name; attributes.pt is a float tensor [N, A] of 0/1 whose row i
 belongs to the i-th image. Other files in the folder are ignored.
 
@@ -14,15 +14,15 @@ PNG decoding on the two CPU cores we usually have.
 import os
 
 import numpy as np
-import torch as th
+import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from . import dist_util
+from .attribute_table import read_attribute_table
+from .image_files import list_image_files
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
-ATTRIBUTES_FILE = "attributes.pt"
 DEFAULT_CACHE_BYTES = 4 * 2**30
 
 
@@ -100,7 +100,7 @@ def _batches(dataset, batch_size, deterministic, random_flip, seed, shard, start
         items = iter(DataLoader(dataset, batch_sampler=indices, num_workers=min(2, os.cpu_count() or 1)))
     for step, (images, cond) in enumerate(items, start=start_batch):
         if random_flip:
-            flips = th.rand(images.shape[0], generator=_generator(seed, shard, step, 1)) < 0.5
+            flips = torch.rand(images.shape[0], generator=_generator(seed, shard, step, 1)) < 0.5
             images[flips] = images[flips].flip(-1)
         yield images, cond
 
@@ -125,62 +125,31 @@ def _batch_indices(n, batch_size, deterministic, seed, shard, start_batch):
 def _epoch_order(n, deterministic, seed, shard, epoch):
     if deterministic:
         return list(range(n))
-    return th.randperm(n, generator=_generator(seed, shard, epoch, 0)).tolist()
+    return torch.randperm(n, generator=_generator(seed, shard, epoch, 0)).tolist()
 
 
 def _generator(*keys):
     """A torch.Generator seeded from a tuple of integers (independent streams)."""
     state = np.random.SeedSequence([int(k) for k in keys]).generate_state(2, dtype=np.uint32)
-    return th.Generator().manual_seed(int(state[0]) << 31 | int(state[1]) >> 1)
-
-
-def list_image_files(data_dir):
-    """Sorted paths of the images directly inside `data_dir`; clear errors when there are none."""
-    if not os.path.exists(data_dir):
-        raise FileNotFoundError(f"data directory not found: {data_dir}")
-    if not os.path.isdir(data_dir):
-        raise ValueError(f"data directory is not a directory: {data_dir}")
-    names = sorted(n for n in os.listdir(data_dir) if n.lower().endswith(IMAGE_EXTENSIONS))
-    if not names:
-        raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in data directory {data_dir}")
-    return [os.path.join(data_dir, n) for n in names]
+    return torch.Generator().manual_seed(int(state[0]) << 31 | int(state[1]) >> 1)
 
 
 def read_attributes(data_dir, num_images, num_attributes=None):
     """
-    The float tensor [num_images, A] in attributes.pt, checked against the folder.
-
-    Raises FileNotFoundError when the file is missing and ValueError when it
-    is not a [num_images, A] tensor of values in [0, 1].
+    The float tensor [num_images, A] in attributes.pt, checked against the folder
+    (values in [0, 1]); see guided_diffusion.attribute_table.
     """
-    path = os.path.join(data_dir, ATTRIBUTES_FILE)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"{path} not found: attribute-conditional training needs it (or train with --num_attributes 0)"
-        )
-    try:
-        attributes = th.load(path, map_location="cpu")
-    except Exception as exc:
-        raise ValueError(f"cannot read {path}: {exc}") from exc
-    if not isinstance(attributes, th.Tensor) or attributes.dim() != 2:
-        raise ValueError(f"{path} must hold a 2-D tensor [num_images, num_attributes]")
-    if attributes.shape[0] != num_images:
-        raise ValueError(f"{path} has {attributes.shape[0]} rows but {data_dir} holds {num_images} images")
-    if num_attributes is not None and attributes.shape[1] != num_attributes:
-        raise ValueError(
-            f"{path} has {attributes.shape[1]} attributes per image, the model expects {num_attributes}"
-        )
-    attributes = attributes.float()
-    if not th.all((attributes >= 0) & (attributes <= 1)):
-        raise ValueError(f"{path} must hold values in [0, 1]")
-    return attributes
+    return read_attribute_table(
+        data_dir, num_attributes=num_attributes, num_images=num_images, binary=False, expected_by="the model",
+        missing_hint="attribute-conditional training needs it (or train with --num_attributes 0)",
+    )
 
 
 def class_indices(paths):
     """Long tensor of class indices from file names `<class>_<anything>.png` (sorted class names)."""
     names = [os.path.basename(p).split("_")[0] for p in paths]
     lookup = {name: i for i, name in enumerate(sorted(set(names)))}
-    return th.tensor([lookup[n] for n in names], dtype=th.long)
+    return torch.tensor([lookup[n] for n in names], dtype=torch.long)
 
 
 def load_image(path, image_size):
@@ -193,7 +162,7 @@ def load_image(path, image_size):
         raise ValueError(f"cannot read image {path}: not an image file PIL can decode") from None
     except (OSError, Image.DecompressionBombError) as exc:
         raise ValueError(f"cannot read image {path}: {exc}") from exc
-    return th.from_numpy(arr).permute(2, 0, 1).contiguous()
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
 
 
 def center_crop_arr(pil_image, image_size):
@@ -241,7 +210,7 @@ class ImageDataset(Dataset):
         self.cached = len(self.image_paths) * 3 * image_size**2 <= max_cache_bytes
         self.pixels = None
         if self.cached:
-            self.pixels = th.empty(len(self.image_paths), 3, image_size, image_size, dtype=th.uint8)
+            self.pixels = torch.empty(len(self.image_paths), 3, image_size, image_size, dtype=torch.uint8)
             for i, path in enumerate(
                 tqdm(self.image_paths, desc="decoding images", disable=not progress, leave=False)
             ):
@@ -256,10 +225,10 @@ class ImageDataset(Dataset):
 
     def get_batch(self, indices):
         """Stacked items for a list of indices (fast path for the in-memory cache)."""
-        idx = th.as_tensor(indices, dtype=th.long)
+        idx = torch.as_tensor(indices, dtype=torch.long)
         if self.cached:
             return _to_float(self.pixels[idx]), self._cond(idx)
-        images = th.stack([self[i][0] for i in indices])
+        images = torch.stack([self[i][0] for i in indices])
         return images, self._cond(idx)
 
     def _cond(self, idx):

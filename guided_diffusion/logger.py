@@ -18,6 +18,8 @@ from collections import defaultdict
 
 import torch.distributed as dist
 
+from .atomic import atomic_write
+
 
 class StdoutFormat:
     """Print one line per dump: `step 100 | loss 0.0123 | ...`."""
@@ -84,12 +86,13 @@ class CSVFormat:
         self._write(keys, rows)
 
     def _write(self, keys, rows):
-        tmp = self.path + ".tmp"
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=keys, restval="", extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, self.path)
+        def write(tmp):
+            with open(tmp, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=keys, restval="", extrasaction="ignore")
+                writer.writeheader()
+                writer.writerows(rows)
+
+        atomic_write(self.path, write)
         self.keys = keys
 
     def write_text(self, text):

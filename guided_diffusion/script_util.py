@@ -10,6 +10,7 @@ import os
 
 from . import dist_util
 from . import gaussian_diffusion as gd
+from .atomic import atomic_write
 from .respace import SpacedDiffusion, space_timesteps
 from .unet import UNetModel
 
@@ -323,11 +324,7 @@ def optional_float(v):
 
 def save_model_config(config, path):
     """Write the hyper-parameter dict as JSON, atomically."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(config, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def model_config_path(checkpoint_path):

@@ -25,6 +25,7 @@ from torch.nn.parallel.distributed import DistributedDataParallel as DDP
 from tqdm.auto import tqdm
 
 from . import dist_util, logger
+from .atomic import atomic_torch_save
 from .fp16_util import MixedPrecisionTrainer
 from .nn import update_ema
 from .resample import LossAwareSampler, UniformSampler
@@ -444,15 +445,8 @@ def find_ema_checkpoint(log_dir, rate=None, step=None):
     return os.path.join(log_dir, max(found)[2])
 
 
-def save_atomically(obj, path):
-    """torch.save through a temporary file in the same folder, then rename: never a half-written file."""
-    tmp = f"{path}.tmp.{os.getpid()}"
-    try:
-        th.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+# torch.save through a temporary file in the same folder, then rename: never a half-written file.
+save_atomically = atomic_torch_save
 
 
 def parameter_hash(params):

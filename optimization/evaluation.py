@@ -1,4 +1,4 @@
-"""The edit-evaluation benchmark's reusable parts (DESIGN §5).
+"""The edit-evaluation benchmark's reusable parts (what "works" means: README, "Evaluation").
 
 - `METHODS`: the compared methods, each a preset of `optimization.arguments.PRESETS` plus
   `EditOptions` overrides; `method_options` builds them.
@@ -21,6 +21,7 @@ from dataclasses import asdict
 import numpy as np
 import torch
 
+from guided_diffusion.atomic import atomic_write
 from preprocess.attributes import ATTRIBUTE_NAMES, RECONSTRUCTION_INDEX
 
 from . import metrics
@@ -252,10 +253,7 @@ def write_rows_atomic(path, rows, columns):
 
 
 def write_text_atomic(path, text):
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    atomic_write(path, text)
 
 
 # --------------------------------------------------------------------------- aggregation
@@ -447,9 +445,7 @@ def plot_summary(overall, per_attribute, path, fidelity, fidelity_label):
     right.set_yticks(range(len(methods)), methods, fontsize=7)
     right.set_title("success (%) per attribute", fontsize=10)
     fig.colorbar(image, ax=right, shrink=0.8)
-    tmp = f"{path}.tmp"
-    fig.savefig(tmp, format="png", dpi=120)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
 
 
 def sample_grid(rows_of_images, row_titles, column_titles):

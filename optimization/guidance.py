@@ -1,4 +1,5 @@
-"""CycleDiff guidance: one loss built from DESIGN §1's parts, and the `cond_fn` the samplers take.
+"""CycleDiff guidance: one loss built from the method's parts (docs/design.md, "The method"), and the
+`cond_fn` the samplers take.
 
 At sampler step t (an index of the diffusion the sampler runs, respaced or not) with current x_t:
 

@@ -4,7 +4,7 @@ The paper's 20 facial attributes and CelebA's annotation files.
 CelebA annotates 40 binary attributes in ``list_attr_celeba.txt``: line 1 is
 the image count, line 2 the 40 names, then one row per image,
 ``filename v1 ... v40`` with v in {-1, 1}, columns separated by one or more
-spaces. The paper edits a 20-attribute vector derived from those (DESIGN §2):
+spaces. The paper edits a 20-attribute vector derived from those (docs/design.md, "The 20 attributes"):
 :data:`PAPER_FROM_CELEBA` gives, for each of the 20, the CelebA columns whose
 logical OR defines it. CelebA-HQ (30,000 images) refers to CelebA rows through
 ``CelebA-HQ-to-CelebA-mapping.txt`` (header ``idx orig_idx orig_file``).
@@ -29,6 +29,10 @@ import tempfile
 import blobfile as bf
 import numpy as np
 import torch
+
+from guided_diffusion.atomic import atomic_write
+from guided_diffusion.attribute_table import ATTRIBUTES_FILE, read_attribute_table
+from guided_diffusion.image_files import is_image_file
 
 ATTRIBUTE_NAMES = [
     "Goatee",
@@ -124,7 +128,7 @@ CELEBA_ATTRIBUTE_NAMES = [
     "Young",
 ]
 
-# For each paper attribute, the CelebA columns whose OR defines it (DESIGN §2):
+# For each paper attribute, the CelebA columns whose OR defines it (docs/design.md, "The 20 attributes"):
 # Beard = 5_o_Clock_Shadow | Mustache | Sideburns, Bald = Bald | Receding_Hairline.
 PAPER_FROM_CELEBA = [
     (16,),
@@ -149,9 +153,8 @@ PAPER_FROM_CELEBA = [
     (39,),
 ]
 
-ATTRIBUTES_PT = "attributes.pt"
+ATTRIBUTES_PT = ATTRIBUTES_FILE
 ATTRIBUTES_TXT = "attributes.txt"
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 
 def image_filename(index, count, ext=".png"):
@@ -308,12 +311,6 @@ def _data_line_numbers(path):
         return [n for n, line in enumerate(f.read().splitlines()[1:], 2) if line.strip()]
 
 
-def _default_file_mode():
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 def replace_directory(building, out):
     """Move the finished directory ``building`` to ``out``, replacing any previous ``out`` only
     once the new one is complete (datasets are built beside their destination, then published)."""
@@ -324,23 +321,6 @@ def replace_directory(building, out):
         shutil.rmtree(previous)
     else:
         os.replace(building, out)
-
-
-def atomic_write(path, data):
-    """Write ``data`` (bytes) to ``path`` through a temporary file in the same
-    directory, so ``path`` is never left half-written."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, _default_file_mode())  # mkstemp makes it private
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def _check_attributes(attributes):
@@ -375,18 +355,8 @@ def write_attributes(out_dir, filenames, attributes):
 
 
 def read_attributes(data_dir):
-    """Float tensor [N, 20] of 0/1 from ``data_dir/attributes.pt``."""
-    path = os.path.join(data_dir, ATTRIBUTES_PT)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no {ATTRIBUTES_PT} in {data_dir}")
-    try:
-        attributes = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"{path}: cannot be read as a tensor ({e})") from None
-    try:
-        return _check_attributes(attributes)
-    except ValueError as e:
-        raise ValueError(f"{path}: {e}") from None
+    """Float tensor [N, 20] of 0/1 from ``data_dir/attributes.pt`` (guided_diffusion.attribute_table's reader)."""
+    return read_attribute_table(data_dir, num_attributes=len(ATTRIBUTE_NAMES), expected_by="the paper's list")
 
 
 def main(argv=None):
@@ -404,7 +374,7 @@ def main(argv=None):
         _, attributes, _ = load_celeba_attributes(args.celeba_attr, args.hq_mapping)
         count = attributes.shape[0]
         if os.path.isdir(args.out):
-            images = [n for n in os.listdir(args.out) if n.lower().endswith(IMAGE_EXTENSIONS)]
+            images = [n for n in os.listdir(args.out) if is_image_file(n)]
             if images and len(images) != count:
                 raise ValueError(f"{args.out} holds {len(images)} images but the annotations list {count} rows")
         names = [image_filename(i, count) for i in range(count)]

@@ -33,7 +33,6 @@ import math
 import os
 import socket
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -46,6 +45,10 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
+from guided_diffusion.atomic import atomic_torch_save, atomic_write
+from guided_diffusion.attribute_table import read_attribute_table
+from guided_diffusion.image_files import numbered_image_files
+from guided_diffusion.mpi_launch import local_rank_and_size, mpi_world
 from guided_diffusion.script_util import str2bool
 from preprocess.attributes import ATTRIBUTE_NAMES
 from preprocess.classifier import (
@@ -58,7 +61,6 @@ from preprocess.classifier import (
     load_classifier,
 )
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_PREFIX = "classifier_"
 # Flags that must not change when a run is resumed: the model and the held-out split.
@@ -68,30 +70,8 @@ RESUME_INVARIANTS = ("split_seed", "val_fraction")
 # ---------------------------------------------------------------- files
 
 
-def atomic_write(path, write):
-    """Call write(tmp_path), then move tmp_path onto path (same directory)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=".tmp_", suffix=os.path.splitext(path)[1])
-    os.close(fd)
-    try:
-        write(tmp_path)
-        os.replace(tmp_path, path)
-    finally:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-
-
-def atomic_write_text(path, text):
-    def write(tmp):
-        with open(tmp, "w") as f:
-            f.write(text)
-
-    atomic_write(path, write)
-
-
-def atomic_torch_save(obj, path):
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+# Every file is written through guided_diffusion.atomic (a temporary beside it, then a rename; the
+# mode follows the umask).
 
 
 def read_csv(path):
@@ -123,48 +103,6 @@ def attribute_names(num_attributes):
     return [f"attribute_{i}" for i in range(num_attributes)]
 
 
-def list_images(data_dir):
-    """Image paths of a dataset directory, path i being image i (00000.png, 00001.png, ...)."""
-    if not os.path.isdir(data_dir):
-        raise FileNotFoundError(f"dataset directory not found: {data_dir}")
-    by_index = {}
-    for name in os.listdir(data_dir):
-        stem, ext = os.path.splitext(name)
-        if ext.lower() in IMAGE_EXTENSIONS and stem.isdigit():
-            if int(stem) in by_index:
-                raise ValueError(f"{data_dir}: two images with index {int(stem)}")
-            by_index[int(stem)] = os.path.join(data_dir, name)
-    if not by_index:
-        raise ValueError(f"{data_dir}: no images named 00000.png (or .jpg) ...")
-    missing = sorted(set(range(len(by_index))) - set(by_index))
-    if missing:
-        raise ValueError(f"{data_dir}: image {missing[0]} is missing (images must be numbered 0 to N-1 without gaps)")
-    return [by_index[i] for i in range(len(by_index))]
-
-
-def read_attributes(data_dir, num_attributes, num_images):
-    """attributes.pt of a dataset directory, checked: float [num_images, num_attributes] of 0/1."""
-    path = os.path.join(data_dir, "attributes.pt")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{data_dir} has no attributes.pt (float [N, {num_attributes}] of 0/1 labels)")
-    try:
-        attributes = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for unreadable files
-        raise ValueError(f"cannot read {path}: {type(err).__name__}: {err}") from None
-    if not isinstance(attributes, torch.Tensor) or attributes.dim() != 2:
-        raise ValueError(f"{path}: expected a tensor [N, {num_attributes}]")
-    if attributes.shape[1] != num_attributes:
-        raise ValueError(
-            f"{path} has {attributes.shape[1]} attributes per image, the classifier has {num_attributes}"
-        )
-    if attributes.shape[0] != num_images:
-        raise ValueError(f"{path} has {attributes.shape[0]} rows but {data_dir} has {num_images} images")
-    attributes = attributes.float()
-    if not torch.all((attributes == 0) | (attributes == 1)):
-        raise ValueError(f"{path}: attribute values must be 0 or 1")
-    return attributes
-
-
 def _read_image(path):
     try:
         with Image.open(path) as image:
@@ -179,8 +117,9 @@ def load_labelled_images(data_dir, num_attributes, num_workers=2, progress=True)
 
     :return: (images uint8 [N, 3, H, W], attributes float [N, num_attributes] of 0/1).
     """
-    paths = list_images(data_dir)
-    attributes = read_attributes(data_dir, num_attributes, len(paths))
+    paths = numbered_image_files(data_dir)  # path i is image i
+    attributes = read_attribute_table(data_dir, num_attributes=num_attributes, num_images=len(paths),
+                                      expected_by="the classifier")
     first = _read_image(paths[0])
     if first.shape[0] != first.shape[1]:
         raise ValueError(f"{paths[0]}: images must be square, got {first.shape[1]}x{first.shape[0]}")
@@ -597,14 +536,6 @@ def validation_row(step, epoch, result, num_attributes, replica_diff):
 # ---------------------------------------------------------------- processes
 
 
-def mpi_rank_and_size():
-    """(rank, size) when started by mpiexec (MPICH or Open MPI), else None."""
-    for rank_var, size_var in (("PMI_RANK", "PMI_SIZE"), ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE")):
-        if size_var in os.environ and int(os.environ[size_var]) > 1:
-            return int(os.environ[rank_var]), int(os.environ[size_var])
-    return None
-
-
 def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -707,19 +638,15 @@ def prepare_training(args, images, attributes, announce=True):
 
 
 def run_training(args):
-    mpi = mpi_rank_and_size()
-    if mpi is not None:
+    comm, rank, world_size = mpi_world()
+    if world_size > 1:
         # One rank per MPI process; rank 0 chooses the rendezvous port.
-        from mpi4py import MPI
-
-        rank, world_size = mpi
         if not args.master_port:
-            args.master_port = MPI.COMM_WORLD.bcast(free_port() if rank == 0 else None, root=0)
+            args.master_port = comm.bcast(free_port() if rank == 0 else None, root=0)
         check_training_args(args, world_size)
         images, attributes = load_labelled_images(args.data_dir, args.num_attributes, args.num_workers, rank == 0)
         resume_path = prepare_training(args, images, attributes, announce=rank == 0)
-        local_count = int(os.environ.get("MPI_LOCALNRANKS", os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE", world_size)))
-        local_rank = int(os.environ.get("MPI_LOCALRANKID", os.environ.get("OMPI_COMM_WORLD_LOCAL_RANK", rank)))
+        local_rank, local_count = local_rank_and_size(comm)
         device = setup_process(rank, world_size, local_rank, local_count, args)
         train(rank, world_size, device, args, images, attributes, resume_path)
         dist.barrier()
@@ -792,7 +719,7 @@ def run_evaluation(args):
         print(f"{name:<22}{entry['accuracy']:>10.4f}{entry['balanced_accuracy']:>10.4f}{entry['positives']:>11}")
     print(f"{'mean':<22}{report['mean_accuracy']:>10.4f}{report['mean_balanced_accuracy']:>10.4f}{len(indices):>11}")
     if args.output:
-        atomic_write_text(args.output, json.dumps(report, indent=2) + "\n")
+        atomic_write(args.output, json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.output}")
 
 

@@ -4,7 +4,7 @@ Write a synthetic-faces dataset (the project's embedded default data).
     python preprocess/make_synthetic_dataset.py --out DIR --num_images 30000 \
         --image_size 64 --seed 0 [--attributes independent]
 
-Layout (DESIGN §4): ``00000.png`` ..., ``attributes.pt`` (float [N, 20] of
+Layout (docs/design.md, "Dataset folder"): ``00000.png`` ..., ``attributes.pt`` (float [N, 20] of
 0/1), ``attributes.txt`` (CelebA text format) and ``identities.json`` (each
 face's identity and attributes, enough to re-render it or any counterfactual).
 Face i depends only on (seed, i), so different seeds give disjoint identities:
@@ -28,9 +28,9 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from guided_diffusion.atomic import atomic_write
 from preprocess.attributes import (
     ATTRIBUTE_NAMES,
-    atomic_write,
     image_filename,
     replace_directory,
     write_attributes,
@@ -164,7 +164,7 @@ def make_dataset(out, num_images, image_size=64, seed=0, workers=2, overwrite=Fa
             {"file": name, "identity": identity, "attributes": attributes}
             for name, (identity, attributes) in zip(filenames, faces)
         ]
-        atomic_write(os.path.join(building, IDENTITIES_JSON), json.dumps(record, separators=(",", ":")).encode())
+        atomic_write(os.path.join(building, IDENTITIES_JSON), json.dumps(record, separators=(",", ":")))
         replace_directory(building, out)
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)

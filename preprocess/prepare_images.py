@@ -1,5 +1,5 @@
 """
-Turn a folder of face images into a dataset directory (DESIGN §4).
+Turn a folder of face images into a dataset directory (docs/design.md, "Dataset folder").
 
     # CelebA-HQ (1024x1024 images named by HQ index):
     python preprocess/prepare_images.py --input CelebA-HQ-img --out data/celebahq256 \
@@ -31,9 +31,9 @@ import blobfile as bf
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
+from guided_diffusion.image_files import IMAGE_EXTENSIONS, is_image_file
 from preprocess.attributes import (
     replace_directory,
-    IMAGE_EXTENSIONS,
     image_filename,
     image_sort_key,
     load_celeba_attributes,
@@ -45,7 +45,7 @@ def list_images(input_dir):
     """Image files directly in ``input_dir`` (blobfile path), in dataset order."""
     if not bf.isdir(input_dir):
         raise FileNotFoundError(f"input folder not found: {input_dir}")
-    names = [n for n in bf.listdir(input_dir) if n.lower().endswith(IMAGE_EXTENSIONS)]
+    names = [n for n in bf.listdir(input_dir) if is_image_file(n)]
     if not names:
         raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {input_dir}")
     return sorted(names, key=image_sort_key)

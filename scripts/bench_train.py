@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 
-import torch as th
+import torch
 from tqdm.auto import tqdm
 
 from guided_diffusion import logger
@@ -39,21 +39,21 @@ def main(argv=None):
 def bench(args):
     if args.steps <= 0 or args.batch_size <= 0 or args.warmup < 0:
         raise ValueError("--steps and --batch_size must be positive, --warmup non-negative")
-    device = th.device(args.device or ("cuda" if th.cuda.is_available() else "cpu"))
-    th.manual_seed(args.seed)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    torch.manual_seed(args.seed)
     model_config = args_to_dict(args, model_and_diffusion_defaults().keys())
     model, diffusion = create_model_and_diffusion(**model_config)
     model.to(device)
-    memory_format = th.channels_last if args.channels_last else th.contiguous_format
+    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     model.to(memory_format=memory_format)
 
     size = args.image_size
-    batch = (th.rand(args.batch_size, 3, size, size) * 2 - 1).to(device, memory_format=memory_format)
+    batch = (torch.rand(args.batch_size, 3, size, size) * 2 - 1).to(device, memory_format=memory_format)
     cond = {}
     if args.num_attributes:
-        cond["y"] = (th.rand(args.batch_size, args.num_attributes) < 0.5).float().to(device)
+        cond["y"] = (torch.rand(args.batch_size, args.num_attributes) < 0.5).float().to(device)
     elif args.class_cond:
-        cond["y"] = th.randint(0, 1000, (args.batch_size,), device=device)
+        cond["y"] = torch.randint(0, 1000, (args.batch_size,), device=device)
 
     with tempfile.TemporaryDirectory() as log_dir:
         logger.configure(log_dir, format_strs=[])
@@ -75,7 +75,7 @@ def bench(args):
             loop.run_step(batch, cond)
         _synchronize(device)
         if device.type == "cuda":
-            th.cuda.reset_peak_memory_stats(device)
+            torch.cuda.reset_peak_memory_stats(device)
         start = time.perf_counter()
         for _ in tqdm(range(args.steps), desc="timed steps", leave=False):
             loop.run_step(batch, cond)
@@ -89,11 +89,11 @@ def bench(args):
         f"batch {args.batch_size}, microbatch {args.microbatch}, channels_last {args.channels_last}, "
         f"bf16 {args.use_bf16}, fp16 {args.use_fp16}"
     )
-    print(f"device: {device} ({th.get_num_threads()} threads), parameters: {num_params / 1e6:.2f} M")
+    print(f"device: {device} ({torch.get_num_threads()} threads), parameters: {num_params / 1e6:.2f} M")
     print(f"steps/s: {args.steps / elapsed:.3f}  ms/step: {1000 * elapsed / args.steps:.1f}")
     print(f"samples/s: {args.steps * args.batch_size / elapsed:.2f}")
     if device.type == "cuda":
-        print(f"peak GPU memory (allocated): {th.cuda.max_memory_allocated(device) / 2**20:.0f} MiB")
+        print(f"peak GPU memory (allocated): {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB")
     else:
         # ru_maxrss is in KiB on Linux; it is the whole process (Python and torch included).
         print(
@@ -103,7 +103,7 @@ def bench(args):
 
 def _synchronize(device):
     if device.type == "cuda":
-        th.cuda.synchronize(device)
+        torch.cuda.synchronize(device)
 
 
 def create_argparser():

@@ -1,5 +1,5 @@
 """Edit-evaluation benchmark: every method of `optimization.evaluation.METHODS` on the same models
-and inputs (DESIGN §5).
+and inputs (README, "Evaluation").
 
 Synthetic faces (default): identities 0..N-1 of --synthetic_seed (held out: training used seed 0),
 each --attributes entry flipped in the direction that changes it for that identity. The identity
@@ -7,7 +7,7 @@ rendered under the query attributes is the ground truth. Measures: success and p
 by the evaluation classifier, PSNR / L1 to the ground truth, L1 outside the attribute's mask,
 seconds and UNet evaluations.
 
-Real data (--dataset_dir, DESIGN §4 layout): the paper's measures — accuracy of the edits by the
+Real data (--dataset_dir, a dataset folder as in docs/design.md): the paper's measures — accuracy of the edits by the
 classifier (the evaluation classifier when there is one, else the guidance one) and L1 to the input
 (attribute 20 = reconstruction) — plus LPIPS when the `lpips` package and AlexNet weights are on
 disk, and FID with --inception_weights.
@@ -39,6 +39,8 @@ import sys
 import torch
 from tqdm import tqdm
 
+from guided_diffusion.attribute_table import ATTRIBUTES_FILE, read_attribute_table
+from guided_diffusion.mpi_launch import mpi_world
 from optimization import evaluation as ev
 from optimization.arguments import DEFAULT_CLASSIFIER_PATH, DEFAULT_MODEL_PATH, REPO_ROOT
 from optimization.editor import AttributeEditor, EditResult
@@ -52,7 +54,6 @@ from preprocess.synthetic_faces import MIN_IMAGE_SIZE, attribute_mask, example_f
 
 DEFAULT_EVAL_CLASSIFIER_PATH = os.path.join(REPO_ROOT, "checkpoints", "eval_classifier.pt")
 DEFAULT_SYNTHETIC_IDENTITIES = 50
-MPI_ENVIRONMENT = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS")
 
 
 def build_parser():
@@ -186,15 +187,6 @@ class _EditProgress:
         self.bar.close()
 
 
-def mpi_world():
-    """(comm, rank, size) under mpiexec (detected as optimization.attribute_editor does), else (None, 0, 1)."""
-    if not any(k in os.environ for k in MPI_ENVIRONMENT):
-        return None, 0, 1
-    from mpi4py import MPI
-
-    return MPI.COMM_WORLD, MPI.COMM_WORLD.Get_rank(), MPI.COMM_WORLD.Get_size()
-
-
 def parse_attributes(text, real):
     """'2,9,20' -> [2, 9, 20]; None -> the editable attributes (+ reconstruction on real data)."""
     if text is None:
@@ -282,20 +274,15 @@ class SyntheticFaces:
 
 
 class LabelledDataset:
-    """The first `count` images of a DESIGN §4 dataset directory and their attributes.pt labels."""
+    """The first `count` images of a dataset folder (docs/design.md) and their attributes.pt labels."""
 
     item_column = "image"
 
     def __init__(self, directory, count, image_size):
         if not os.path.isdir(directory):
             raise FileNotFoundError(f"dataset directory not found: {directory}")
-        path = require_file(os.path.join(directory, "attributes.pt"), "labels (attributes.pt of --dataset_dir)")
-        try:
-            table = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # torch raises many types for unreadable files
-            raise ValueError(f"cannot read {path}: {type(err).__name__}: {err}") from None
-        if not isinstance(table, torch.Tensor) or table.dim() != 2 or table.shape[1] != len(ATTRIBUTE_NAMES):
-            raise ValueError(f"{path} must hold a tensor [N, {len(ATTRIBUTE_NAMES)}]")
+        require_file(os.path.join(directory, ATTRIBUTES_FILE), "labels (attributes.pt of --dataset_dir)")
+        table = read_attribute_table(directory, num_attributes=len(ATTRIBUTE_NAMES), expected_by="the editor")
         if count is not None and count > len(table):
             raise ValueError(f"--num_identities {count} but {directory} has {len(table)} labelled images")
         self.directory, self.image_size, self.table = directory, image_size, table.float()

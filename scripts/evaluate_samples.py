@@ -102,6 +102,7 @@ def evaluate(args):
     import numpy as np
     import torch
 
+    from guided_diffusion.atomic import atomic_write
     from guided_diffusion.script_util import load_diffusion_model
     from optimization.sample_metrics import SampleMetrics
     from optimization.visualization import save_image_atomic
@@ -148,14 +149,9 @@ def evaluate(args):
         grid = sample_grid(rows, titles, [""] * 8)
         save_image_atomic(grid, os.path.join(args.output_dir, "grid.png"))
     npz = os.path.join(args.output_dir, "samples.npz")
-    with open(npz + ".tmp", "wb") as f:
-        np.savez_compressed(f, samples=to_uint8(samples), attributes=attributes.numpy())
-    os.replace(npz + ".tmp", npz)
+    atomic_write(npz, lambda tmp: np.savez_compressed(tmp, samples=to_uint8(samples), attributes=attributes.numpy()))
     path = os.path.join(args.output_dir, "samples.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump(results, f, indent=2)
-        f.write("\n")
-    os.replace(path + ".tmp", path)
+    atomic_write(path, json.dumps(results, indent=2) + "\n")
     print(f"wrote {path}", file=sys.stderr)
     return results
 

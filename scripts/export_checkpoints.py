@@ -15,6 +15,7 @@ import sys
 
 import torch
 
+from guided_diffusion.atomic import atomic_torch_save, atomic_write
 from guided_diffusion.script_util import (
     create_model_and_diffusion,
     load_diffusion_model,
@@ -29,8 +30,7 @@ def _half(state_dict):
     return {k: (v.half() if v.is_floating_point() else v) for k, v in state_dict.items()}
 
 
-def _replace(tmp, path):
-    os.replace(tmp, path)
+def _report(path):
     print(f"wrote {path} ({os.path.getsize(path) / 2**20:.1f} MB)")
 
 
@@ -47,21 +47,25 @@ def export_diffusion(src, out_dir):
     if err > 1e-2:
         raise ValueError(f"half-precision diffusion model differs from {src} by {err:.3g}")
     dst = os.path.join(out_dir, "diffusion.pt")
-    torch.save(half, dst + ".tmp")
     save_model_config(config, os.path.join(out_dir, "diffusion.json"))
-    _replace(dst + ".tmp", dst)
+    atomic_torch_save(half, dst)
+    _report(dst)
 
 
 def export_classifier(src, dst):
     model = load_classifier(src)
-    torch.save({"state_dict": _half(model.state_dict()), "opts": model.opts}, dst + ".tmp")
-    check = load_classifier(dst + ".tmp")
-    x = torch.rand(4, 3, 64, 64) * 2 - 1
-    with torch.no_grad():
-        err = (check(x) - model(x)).abs().max().item()
-    if err > 1e-2:
-        raise ValueError(f"half-precision classifier differs from {src} by {err:.3g}")
-    _replace(dst + ".tmp", dst)
+
+    def write_and_check(tmp):  # the file replaces dst only once it loads and agrees with the original
+        torch.save({"state_dict": _half(model.state_dict()), "opts": model.opts}, tmp)
+        check = load_classifier(tmp)
+        x = torch.rand(4, 3, 64, 64) * 2 - 1
+        with torch.no_grad():
+            err = (check(x) - model(x)).abs().max().item()
+        if err > 1e-2:
+            raise ValueError(f"half-precision classifier differs from {src} by {err:.3g}")
+
+    atomic_write(dst, write_and_check)
+    _report(dst)
 
 
 def main(argv=None):

@@ -26,6 +26,7 @@ from PIL import Image
 from torchvision.utils import make_grid
 from tqdm.auto import tqdm
 
+from guided_diffusion.atomic import atomic_save_image, atomic_write
 from guided_diffusion.script_util import load_diffusion_model, load_model_config, str2bool
 from guided_diffusion.train_util import find_ema_checkpoint, find_resume_checkpoint
 from preprocess.attributes import ATTRIBUTE_NAMES
@@ -179,19 +180,14 @@ def read_attributes_file(path):
 
 def save_png(array, path):
     """Write a uint8 [H, W, 3] image atomically."""
-    tmp = f"{path}.tmp"
-    Image.fromarray(array).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    atomic_save_image(Image.fromarray(array), path, format="PNG")
 
 
 def save_npz(arrays, path):
     """Write an .npz atomically."""
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
-    tmp = f"{path}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(buffer.getvalue())
-    os.replace(tmp, path)
+    atomic_write(path, buffer.getvalue())
 
 
 DEFAULT_CHECKPOINT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints",

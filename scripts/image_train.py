@@ -16,7 +16,7 @@ import argparse
 import os
 import sys
 
-import torch as th
+import torch
 
 from guided_diffusion import dist_util, logger
 from guided_diffusion.image_datasets import list_image_files, load_data
@@ -50,7 +50,7 @@ def train(args):
     dist_util.setup_dist()
     logger.configure(dir=args.log_dir)
     logger.log(f"arguments: {vars(args)}")
-    th.manual_seed(args.seed)
+    torch.manual_seed(args.seed)
     if not args.resize_data:
         _collectively(lambda: check_image_size(args.data_dir, args.image_size))
 

@@ -10,14 +10,14 @@ enlarged with nearest neighbour, so the sheets show what the models see.
 """
 
 import argparse
-import io
 import os
 import sys
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from preprocess.attributes import ATTRIBUTE_SHORT_NAMES, EDITABLE_ATTRIBUTES, atomic_write
+from guided_diffusion.atomic import atomic_save_image
+from preprocess.attributes import ATTRIBUTE_SHORT_NAMES, EDITABLE_ATTRIBUTES
 from preprocess.synthetic_faces import example_face, render
 
 BACKGROUND = (255, 255, 255)
@@ -47,12 +47,6 @@ def _wrap(words, font, width):
 def _enlarge(pixels, scale):
     image = Image.fromarray(pixels)
     return image.resize((image.width * scale, image.height * scale), Image.NEAREST)
-
-
-def _save_atomic(image, path):
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    atomic_write(path, buffer.getvalue())
 
 
 def faces_sheet(seed, rows, cols, image_size, scale):
@@ -125,7 +119,7 @@ def main(argv=None):
         return 1
     for name, image in (("synthetic_faces.png", faces), ("synthetic_counterfactuals.png", counterfactuals)):
         path = os.path.join(args.out_dir, name)
-        _save_atomic(image, path)
+        atomic_save_image(image, path, format="PNG")
         print(f"wrote {path}")
     return 0
 

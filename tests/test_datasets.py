@@ -162,7 +162,7 @@ def test_dataset_item_matches_batch(tmp_path):
         ("corrupt_image", ValueError, "00001.png"),
         ("short_attributes", ValueError, "rows"),
         ("missing_attributes", FileNotFoundError, "attributes.pt"),
-        ("wrong_width", ValueError, "expects 20"),
+        ("wrong_width", ValueError, "5 attributes per image, the model has 20"),
         ("bad_values", ValueError, "[0, 1]"),
     ],
 )
