@@ -13,6 +13,8 @@ from dataclasses import asdict
 
 import torch
 
+from guided_diffusion.atomic import atomic_torch_save, atomic_write
+from guided_diffusion.mpi_launch import mpi_rank_and_size
 from preprocess.attributes import ATTRIBUTE_NAMES, RECONSTRUCTION_INDEX
 
 from . import metrics
@@ -122,9 +124,8 @@ def _write_job(args, editor, job, results, opts, grid_name):
             if args.vid and r["frames"]:
                 save_gif([to_uint8(f)[0] for f in r["frames"]], os.path.join(args.output_path, f"{job.name}_{suffix}.gif"))
             if args.export_assets:
-                tmp = os.path.join(args.output_path, f"{job.name}_{suffix}.pt")
-                torch.save({"input": x, "edited": img, "a_ref": job.a_ref, "a_q": a_q}, tmp + ".tmp")
-                os.replace(tmp + ".tmp", tmp)
+                atomic_torch_save({"input": x, "edited": img, "a_ref": job.a_ref, "a_q": a_q},
+                                  os.path.join(args.output_path, f"{job.name}_{suffix}.pt"))
             rec = dict(query=label, flipped=[ATTRIBUTE_NAMES[i] for i in flipped], iteration=it, file=path,
                        l1_to_input=float(metrics.l1(img, x)[0]), psnr_to_input=float(metrics.psnr(img, x)[0]),
                        seconds=round(r["seconds"], 3), unet_evals=r["unet_evals"])
@@ -148,9 +149,7 @@ def _write_job(args, editor, job, results, opts, grid_name):
         edits=records, options=_jsonable(vars(opts) | {"weights": asdict(opts.weights)}),
         flags=vars(args))
     json_path = os.path.join(args.output_path, f"{job.name}_edit.json")
-    with open(json_path + ".tmp", "w") as f:
-        json.dump(summary, f, indent=2)
-    os.replace(json_path + ".tmp", json_path)
+    atomic_write(json_path, json.dumps(summary, indent=2))
     return summary
 
 
@@ -185,15 +184,7 @@ def main(argv=None):
     if editor.id_fn is None and opts.weights.id_lambda:
         print("id_lambda set to 0: no --ir_se50_weights given.")
         opts.weights.id_lambda = 0.0
-    rank, world = _mpi_rank_and_size()
+    rank, world = mpi_rank_and_size()  # MPI only shards the inputs here
     indices = indices[rank::world]
     jobs = build_jobs(args, editor, indices, attribute_indices)
     return run_jobs(args, editor, jobs, opts)
-
-
-def _mpi_rank_and_size():
-    """(rank, size) when launched by mpiexec, else (0, 1). MPI only shards the inputs here."""
-    if not any(k in os.environ for k in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS")):
-        return 0, 1
-    from mpi4py import MPI
-    return MPI.COMM_WORLD.Get_rank(), MPI.COMM_WORLD.Get_size()
