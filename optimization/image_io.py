@@ -49,7 +49,8 @@ def save_png(array, path):
 def load_dataset_item(dataset_dir, index, image_size):
     """(image [1, 3, S, S] in [-1, 1], attributes [20] or None) for `index` of a dataset.
 
-    `dataset_dir` is a directory (DESIGN §4 layout) or 'synthetic:SEED' (rendered on the fly).
+    `dataset_dir` is a dataset folder (docs/design.md, "Dataset folder") or 'synthetic:SEED' (rendered on
+    the fly).
     """
     if dataset_dir.startswith("synthetic"):
         from preprocess.synthetic_faces import example_face, render
