@@ -21,7 +21,7 @@ import os
 import sys
 
 import numpy as np
-import torch as th
+import torch
 from PIL import Image
 from torchvision.utils import make_grid
 from tqdm.auto import tqdm
@@ -48,7 +48,7 @@ def main(argv=None):
 def sample(args):
     if args.num_samples <= 0 or args.batch_size <= 0:
         raise ValueError("--num_samples and --batch_size must be positive")
-    device = th.device(args.device or ("cuda" if th.cuda.is_available() else "cpu"))
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     path = resolve_checkpoint(args.checkpoint, args.use_ema, args.ema_rate)
     conditions = parse_conditions(args, load_model_config(path))
     respacing = args.timestep_respacing or None
@@ -59,13 +59,13 @@ def sample(args):
     y = None if conditions is None else conditions.repeat_interleave(args.num_samples, dim=0)
     total = args.num_samples * (1 if conditions is None else len(conditions))
     shape = (3, config["image_size"], config["image_size"])
-    generator = th.Generator().manual_seed(args.seed)
-    noise = th.randn((total, *shape), generator=generator)
+    generator = torch.Generator().manual_seed(args.seed)
+    noise = torch.randn((total, *shape), generator=generator)
     if args.use_ddim:
         sample_loop = diffusion.ddim_sample_loop_progressive
     else:
         sample_loop = diffusion.p_sample_loop_progressive
-    th.manual_seed(args.seed)  # DDPM's per-step noise
+    torch.manual_seed(args.seed)  # DDPM's per-step noise
 
     images = []
     starts = range(0, total, args.batch_size)
@@ -86,8 +86,8 @@ def sample(args):
             ):
                 bar.update(1)
             images.append(out["sample"].cpu())
-    images = th.cat(images)
-    pixels = ((images + 1) * 127.5).round().clamp(0, 255).to(th.uint8)
+    images = torch.cat(images)
+    pixels = ((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
 
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     grid = make_grid(pixels, nrow=args.num_samples, padding=2).permute(1, 2, 0).numpy()
@@ -124,7 +124,7 @@ def parse_conditions(args, config):
         if not args.class_labels:
             raise ValueError("this model is class-conditional: pass --class_labels, e.g. 1,7")
         try:
-            return th.tensor([int(v) for v in args.class_labels.split(",")], dtype=th.long)
+            return torch.tensor([int(v) for v in args.class_labels.split(",")], dtype=torch.long)
         except ValueError:
             raise ValueError(
                 f"--class_labels must be comma-separated integers, got {args.class_labels!r}"
@@ -159,7 +159,7 @@ def parse_conditions(args, config):
         if not all(0 <= v <= 1 for v in vector):
             raise ValueError(f"attribute vector {i} has values outside [0, 1]: {row!r}")
         vectors.append(vector)
-    return th.tensor(vectors, dtype=th.float32)
+    return torch.tensor(vectors, dtype=torch.float32)
 
 
 def read_attributes_file(path):
@@ -168,10 +168,10 @@ def read_attributes_file(path):
         raise FileNotFoundError(f"attributes file not found: {path}")
     if path.endswith(".pt"):
         try:
-            tensor = th.load(path, map_location="cpu")
+            tensor = torch.load(path, map_location="cpu")
         except Exception as exc:
             raise ValueError(f"cannot read {path}: {exc}") from exc
-        if not isinstance(tensor, th.Tensor) or tensor.dim() != 2:
+        if not isinstance(tensor, torch.Tensor) or tensor.dim() != 2:
             raise ValueError(f"{path} must hold a 2-D tensor [K, num_attributes]")
         return tensor.tolist()
     with open(path) as f:

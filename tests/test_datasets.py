@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 import pytest
-import torch as th
+import torch
 from PIL import Image
 
 from guided_diffusion.image_datasets import ImageDataset, center_crop_arr, list_image_files, load_data
@@ -20,17 +20,17 @@ def make_dataset(root, n=6, size=16, num_attributes=NUM_ATTRIBUTES, width=None):
         arr = np.full((size, width, 3), 255, dtype=np.uint8)
         arr[:, : width // 2] = 20 * i
         Image.fromarray(arr).save(root / f"{i:05d}.png")
-    attributes = th.tensor(
-        [[(i >> b) & 1 for b in range(num_attributes)] for i in range(n)], dtype=th.float32
+    attributes = torch.tensor(
+        [[(i >> b) & 1 for b in range(num_attributes)] for i in range(n)], dtype=torch.float32
     )
-    th.save(attributes, root / "attributes.pt")
+    torch.save(attributes, root / "attributes.pt")
     return attributes
 
 
 def image_id(image):
     """Recover i from the grey level of an (unflipped or flipped) image in [-1, 1]."""
     pixels = (image + 1) * 127.5
-    dark_half = th.minimum(pixels[:, :, 0].mean(), pixels[:, :, -1].mean())
+    dark_half = torch.minimum(pixels[:, :, 0].mean(), pixels[:, :, -1].mean())
     return int(round(dark_half.item() / 20))
 
 
@@ -44,10 +44,10 @@ def test_batches_pair_each_image_with_its_attributes(tmp_path):
         data_dir=str(tmp_path), batch_size=4, image_size=16, seed=0, num_attributes=NUM_ATTRIBUTES
     )
     for images, cond in take(data, 6):
-        assert images.shape == (4, 3, 16, 16) and images.dtype == th.float32
+        assert images.shape == (4, 3, 16, 16) and images.dtype == torch.float32
         assert images.min() >= -1 and images.max() <= 1
         ids = [image_id(img) for img in images]
-        assert th.equal(cond["y"], attributes[ids])
+        assert torch.equal(cond["y"], attributes[ids])
 
 
 def test_shuffled_epochs_visit_every_image_once(tmp_path):
@@ -69,8 +69,8 @@ def test_deterministic_order_and_flips_mirror_images(tmp_path):
     for _ in range(4):
         candidates, _ = next(flipped)
         for img, ref in zip(candidates, images):
-            is_flipped = th.equal(img, ref.flip(-1))
-            assert is_flipped or th.equal(img, ref)
+            is_flipped = torch.equal(img, ref.flip(-1))
+            assert is_flipped or torch.equal(img, ref)
             num_flipped += is_flipped
     assert 4 <= num_flipped <= 28  # about half of 32
 
@@ -81,9 +81,9 @@ def test_start_batch_resumes_the_same_stream(tmp_path):
     full = take(load_data(**kwargs), 7)
     resumed = take(load_data(start_batch=4, **kwargs), 3)
     for (a, ya), (b, yb) in zip(full[4:], resumed):
-        assert th.equal(a, b) and th.equal(ya["y"], yb["y"])
+        assert torch.equal(a, b) and torch.equal(ya["y"], yb["y"])
     other_seed = take(load_data(**{**kwargs, "seed": 8}), 7)
-    assert not all(th.equal(a, b) for (a, _), (b, _) in zip(full, other_seed))
+    assert not all(torch.equal(a, b) for (a, _), (b, _) in zip(full, other_seed))
 
 
 def test_shards_partition_the_dataset(tmp_path):
@@ -110,7 +110,7 @@ def test_lazy_decoding_matches_cache(tmp_path):
     cached = take(load_data(**kwargs), 3)
     lazy = take(load_data(max_cache_bytes=0, **kwargs), 3)
     for (a, ya), (b, yb) in zip(cached, lazy):
-        assert th.equal(a, b) and th.equal(ya["y"], yb["y"])
+        assert torch.equal(a, b) and torch.equal(ya["y"], yb["y"])
 
 
 def test_unconditional_and_class_conditional(tmp_path):
@@ -130,7 +130,7 @@ def test_unconditional_and_class_conditional(tmp_path):
             deterministic=True,
         )
     )
-    assert cond["y"].dtype == th.long and cond["y"].tolist() == [0, 0, 1]
+    assert cond["y"].dtype == torch.long and cond["y"].tolist() == [0, 0, 1]
 
 
 def test_center_crop_keeps_the_middle(tmp_path):
@@ -146,11 +146,11 @@ def test_center_crop_keeps_the_middle(tmp_path):
 def test_dataset_item_matches_batch(tmp_path):
     make_dataset(tmp_path, n=3, width=24)  # non-square images are cropped to squares
     paths = list_image_files(str(tmp_path))
-    dataset = ImageDataset(paths, 16, attributes=th.eye(3), progress=False)
+    dataset = ImageDataset(paths, 16, attributes=torch.eye(3), progress=False)
     images, cond = dataset.get_batch([2, 0])
     image, item_cond = dataset[2]
     assert (
-        image.shape == (3, 16, 16) and th.equal(images[0], image) and th.equal(cond["y"][0], item_cond["y"])
+        image.shape == (3, 16, 16) and torch.equal(images[0], image) and torch.equal(cond["y"][0], item_cond["y"])
     )
 
 
@@ -176,11 +176,11 @@ def test_bad_datasets_give_one_clear_error(tmp_path, breakage, error, message):
     if breakage == "corrupt_image":
         (data_dir / "00001.png").write_bytes(b"this is not a png")
     if breakage == "short_attributes":
-        th.save(th.zeros(2, NUM_ATTRIBUTES), data_dir / "attributes.pt")
+        torch.save(torch.zeros(2, NUM_ATTRIBUTES), data_dir / "attributes.pt")
     if breakage == "missing_attributes":
         os.remove(data_dir / "attributes.pt")
     if breakage == "bad_values":
-        th.save(th.full((3, NUM_ATTRIBUTES), 2.0), data_dir / "attributes.pt")
+        torch.save(torch.full((3, NUM_ATTRIBUTES), 2.0), data_dir / "attributes.pt")
     num_attributes = 20 if breakage == "wrong_width" else NUM_ATTRIBUTES
     with pytest.raises(error, match=message.replace("[", r"\[").replace("]", r"\]")):
         load_data(data_dir=str(data_dir), batch_size=2, image_size=16, num_attributes=num_attributes)
