@@ -79,7 +79,7 @@ class EditOptions:
         0, "the image side the loss weights were chosen for: the cycle and range weights are scaled by "
         "(model side / this)^2 for the same per-pixel gradient (0 = as given)")
     region: str = _option(
-        "none", "inferred: edit only where the model's predictions under the query and the reference "
+        "inferred", "inferred: edit only where the model's predictions under the query and the reference "
         "attributes differ; elsewhere keep the input's inversion trajectory exactly", REGIONS)
     region_threshold: float = _option(0.3, "region: fraction of the difference map's maximum that is inside")
     region_levels: str = _option("0.3,0.5", "region: noise levels (fractions of the chain) the map is averaged over")

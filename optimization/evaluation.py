@@ -36,10 +36,17 @@ NO_GUIDANCE = {name: 0.0 for name in asdict(GuidanceWeights())}
 
 # name -> (preset, overrides of that preset). Baselines take the fast preset's chain (25 respaced
 # steps, edit strength 0.6) so that they differ from CycleDiff only in what their name says.
+_NO_REGION = dict(region="none")
 METHODS = {
-    "cyclediff_s2o_fast": ("fast", dict(cycle_schema="step_to_origin")),
-    "cyclediff_sbs_noised_fast": ("fast", dict(cycle_schema="step_by_step", cycle_target="noised_origin")),
-    "cyclediff_sbs_inversion_fast": ("fast", dict(cycle_schema="step_by_step", cycle_target="inversion")),
+    # CycleDiff on the whole image (as before the region existed) ...
+    "cyclediff_s2o_fast": ("fast", dict(cycle_schema="step_to_origin", **_NO_REGION)),
+    "cyclediff_sbs_noised_fast": ("fast", dict(cycle_schema="step_by_step", cycle_target="noised_origin",
+                                               **_NO_REGION)),
+    "cyclediff_sbs_inversion_fast": ("fast", dict(cycle_schema="step_by_step", cycle_target="inversion",
+                                                  **_NO_REGION)),
+    # ... and inside the region the model infers (optimization.region): the default is the sbs one.
+    "cyclediff_sbs_inversion_region_fast": ("fast", dict(region="inferred")),
+    "cyclediff_s2o_region_fast": ("fast", dict(cycle_schema="step_to_origin", region="inferred")),
     # The paper's released procedure (no inversion: the input is the start latent).
     "cyclediff_s2o_paper": ("paper", dict(cycle_schema="step_to_origin")),
     "cyclediff_sbs_paper": ("paper", dict(cycle_schema="step_by_step", cycle_target="noised_origin")),
@@ -49,26 +56,24 @@ METHODS = {
                                                                      cycle_target="noised_origin")),
     "cyclediff_sbs_inversion_paper_inversion": ("paper_inversion", dict(cycle_schema="step_by_step",
                                                                         cycle_target="inversion")),
-    # Classifier guidance (attribute + range terms) without the cycle term.
-    "guidance_no_cycle_fast": ("fast", dict(cycle_schema="none", cycle_reconstruct_lambda=0.0)),
-    # The conditional model alone (with the preset's cfg_scale) on the edit-friendly inversion.
-    "conditional_only_fast": ("fast", dict(cycle_schema="none", **NO_GUIDANCE)),
-    # The same methods editing only inside the region the model infers (optimization.region).
-    "cyclediff_sbs_inversion_region_fast": ("fast", dict(region="inferred")),
-    "cyclediff_s2o_region_fast": ("fast", dict(cycle_schema="step_to_origin", region="inferred")),
+    # Classifier guidance (attribute + range terms) without the cycle term, whole image / region.
+    "guidance_no_cycle_fast": ("fast", dict(cycle_schema="none", cycle_reconstruct_lambda=0.0, **_NO_REGION)),
     "guidance_no_cycle_region_fast": ("fast", dict(cycle_schema="none", cycle_reconstruct_lambda=0.0,
                                                    region="inferred")),
+    # The conditional model alone (with the preset's cfg_scale) on the edit-friendly inversion.
+    "conditional_only_fast": ("fast", dict(cycle_schema="none", **NO_GUIDANCE, **_NO_REGION)),
     "conditional_only_region_fast": ("fast", dict(cycle_schema="none", region="inferred", **NO_GUIDANCE)),
     # DDIM inversion under a_ref, plain conditional DDIM sampling under a_q.
-    "ddim_conditional_fast": ("fast", dict(sampler="ddim", inversion="ddim", cycle_schema="none", **NO_GUIDANCE)),
+    "ddim_conditional_fast": ("fast", dict(sampler="ddim", inversion="ddim", cycle_schema="none", **NO_GUIDANCE,
+                                           **_NO_REGION)),
     # SDEdit: the input noised to the start level, conditional DDPM denoising under a_q.
-    "sdedit_fast": ("fast", dict(inversion="sdedit", cycle_schema="none", **NO_GUIDANCE)),
+    "sdedit_fast": ("fast", dict(inversion="sdedit", cycle_schema="none", **NO_GUIDANCE, **_NO_REGION)),
 }
 
 
 # The method `python main.py` runs by default (the fast preset as it is): the reference of the
 # paired differences in the report.
-DEFAULT_METHOD = "cyclediff_sbs_inversion_fast"
+DEFAULT_METHOD = "cyclediff_sbs_inversion_region_fast"
 
 # Not a method: the renderer's counterfactual of each synthetic input, scored like an edit. It is
 # the ceiling the evaluation classifier allows: a perfect edit scores exactly this.

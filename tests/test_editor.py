@@ -83,7 +83,7 @@ def test_ddim_inversion_round_trip_float64(assets):
     editor = ae.AttributeEditor(assets["smooth"], None, device="cpu", dtype=torch.float64)
     x, a = smooth_image(), attrs()
     opts = ae.EditOptions(sampler="ddim", timestep_respacing="20", edit_strength=1.0, inversion="ddim",
-                          cycle_schema="none", weights=NO_GUIDANCE)
+                          cycle_schema="none", weights=NO_GUIDANCE, region="none")
     res = editor.edit(x, a, a, opts)
     assert res.unet_evals == 40  # 20 inversion + 20 sampling steps, no guidance
     assert float(ae.metrics.psnr(res.images, x.double())[0]) >= 40
@@ -97,12 +97,12 @@ def test_ddpm_noise_inversion_is_exact_for_any_model(assets):
     editor = ae.AttributeEditor(assets["rough"], None, device="cpu", dtype=torch.float64)
     x, a = smooth_image(2), attrs(2)
     opts = ae.EditOptions(sampler="ddpm", timestep_respacing="20", edit_strength=1.0, inversion="ddpm_noise",
-                          cycle_schema="none", weights=NO_GUIDANCE)
+                          cycle_schema="none", weights=NO_GUIDANCE, region="none")
     res = editor.edit(x, a, a, opts, seeds=[3, 4])
     assert float(ae.metrics.psnr(res.images, x.double()).min()) >= 60
     # Without the stored noise the same rough model does not reconstruct: the test can fail.
     plain = ae.EditOptions(sampler="ddim", timestep_respacing="20", edit_strength=1.0, inversion="ddim",
-                           cycle_schema="none", weights=NO_GUIDANCE)
+                           cycle_schema="none", weights=NO_GUIDANCE, region="none")
     assert float(ae.metrics.psnr(editor.edit(x, a, a, plain).images, x.double()).min()) < 40
 
 
@@ -159,7 +159,7 @@ def test_schemas_and_targets_run_under_both_samplers(assets, sampler, inversion,
     editor = ae.AttributeEditor(assets["rough"], assets["classifier"], device="cpu")
     x, a = smooth_image(), attrs()
     opts = ae.EditOptions(sampler=sampler, timestep_respacing="6", edit_strength=0.5, inversion=inversion,
-                          cycle_schema=schema, cycle_target=target, cfg_scale=1.0)
+                          cycle_schema=schema, cycle_target=target, cfg_scale=1.0, region="none")
     res = editor.edit(x, a, ae.query_from_indices(a, [9]), opts)
     assert torch.isfinite(res.images).all()
     assert len(res.guidance_log) == 3 and "cycle" in res.guidance_log[0] and "attribute" in res.guidance_log[0]

@@ -203,7 +203,11 @@ def test_method_table_builds_the_presets_and_baselines():
     assert {"cyclediff_s2o_fast", "cyclediff_sbs_noised_fast", "cyclediff_sbs_inversion_fast", "cyclediff_s2o_paper",
             "cyclediff_sbs_paper", "cyclediff_s2o_paper_inversion", "cyclediff_sbs_noised_paper_inversion",
             "cyclediff_sbs_inversion_paper_inversion", "guidance_no_cycle_fast",
-            "conditional_only_fast", "ddim_conditional_fast", "sdedit_fast"} == set(ev.METHODS)
+            "conditional_only_fast", "ddim_conditional_fast", "sdedit_fast", "cyclediff_sbs_inversion_region_fast",
+            "cyclediff_s2o_region_fast", "guidance_no_cycle_region_fast", "conditional_only_region_fast"} == set(ev.METHODS)
+    assert {m: ev.method_options(m).region for m in ev.METHODS if "region" in m} == dict.fromkeys(
+        [m for m in ev.METHODS if "region" in m], "inferred")
+    assert all(ev.method_options(m).region == "none" for m in ev.METHODS if "region" not in m)
     opts = {m: ev.method_options(m) for m in ev.METHODS}
     assert opts["cyclediff_sbs_paper"].cycle_schema == "step_by_step"
     assert opts["cyclediff_sbs_paper"].cycle_target == "noised_origin"
@@ -331,8 +335,13 @@ def test_every_method_runs_end_to_end(reference_run):
                 "cyclediff_sbs_inversion_paper_inversion": 3 * k_paper,
                 "guidance_no_cycle_fast": (1 + c) * k_fast, "conditional_only_fast": (1 + c) * k_fast,
                 "ddim_conditional_fast": (1 + c) * k_fast, "sdedit_fast": c * k_fast}
+    expected.update({f"{base[:-len('_fast')]}_region_fast": expected[base] for base in (
+        "cyclediff_sbs_inversion_fast", "cyclediff_s2o_fast", "guidance_no_cycle_fast", "conditional_only_fast")})
     for r in rows:
-        assert float(r["unet_evals"]) == expected[r["method"]], r["method"]
+        # The region costs 2 levels x (the reference pass + one per distinct attribute in the batch).
+        extra = (4, 6) if "region" in r["method"] else (0,)
+        assert float(r["unet_evals"]) - expected[r["method"]] in extra, r["method"]
+        assert math.isnan(float(r["region_iou"])) != ("region" in r["method"]), r["method"]
         assert r["success"] in ("0", "1") and 0 <= float(r["preservation"]) <= 1
         assert 0 <= float(r["l1_outside_mask"]) <= float(r["l1_gt"]) + 0.5 and float(r["seconds"]) > 0
         identity, a_ref = example_face(1000, int(r["identity"]))

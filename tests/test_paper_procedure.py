@@ -63,7 +63,7 @@ def test_input_start_places_the_clean_input_at_the_noisiest_level(assets):  # no
     editor.model.model = Spy()
     x, a = smooth_image(), attrs()
     opts = ae.EditOptions(sampler="ddpm", timestep_respacing="8", edit_strength=1.0, inversion="input",
-                          cycle_schema="none", weights=NO_GUIDANCE)
+                          cycle_schema="none", weights=NO_GUIDANCE, region="none")
     res = editor.edit(x, a, a, opts)
     assert res.unet_evals == 8  # no inversion
     first_x, first_t = seen[0]
