@@ -6,7 +6,7 @@ floor a perfect generator would reach with the same number of images.
 import numpy as np
 import torch
 
-from optimization.evaluation import frechet_distance_of_features
+from optimization.fid import frechet_distance_of_features
 from preprocess.attributes import EDITABLE_ATTRIBUTES
 from preprocess.synthetic_faces import example_face, render
 

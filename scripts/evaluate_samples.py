@@ -144,7 +144,7 @@ def evaluate(args):
         rows += [list(to_uint8(reference[part])), list(to_uint8(samples[part]))]
         titles += ["held-out", "sample"]
     if rows:
-        from optimization.evaluation import sample_grid
+        from optimization.reports import sample_grid
 
         grid = sample_grid(rows, titles, [""] * 8)
         save_image_atomic(grid, os.path.join(args.output_dir, "grid.png"))

@@ -136,7 +136,8 @@ def test_aggregate_means_per_group_leaving_out_nan():
 def test_csv_rows_survive_a_cut_line_and_refuse_another_header(tmp_path):
     columns = ev.SYNTHETIC_COLUMNS
     row = dict(method="m", identity=3, attribute=9, direction="add", success=1.0, preservation=0.25,
-               preservation_gt=float("nan"), psnr_gt=21.123456789, l1_gt=0.1, l1_outside_mask=0.0, seconds=1.5,
+               preservation_gt=float("nan"), psnr_gt=21.123456789, l1_gt=0.1, l1_outside_mask=0.0,
+               region_iou=float("nan"), seconds=1.5,
                unet_evals=12.0)
     path = tmp_path / "rows.csv"
     ev.write_rows_atomic(str(path), [row], columns)
