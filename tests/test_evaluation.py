@@ -297,9 +297,13 @@ def same_table(rows_a, rows_b):
         for c in ev.SYNTHETIC_COLUMNS:
             if c in ("seconds",):
                 continue
+            if c == "unet_evals" and "region" in ra["method"]:
+                continue  # the region's passes depend on which attributes share a batch
             if c in ("method", "identity", "attribute", "direction", "success", "preservation", "preservation_gt",
                      "unet_evals"):
                 assert ra[c] == rb[c], (key(ra), c)
+            elif math.isnan(float(ra[c])) or math.isnan(float(rb[c])):
+                assert math.isnan(float(ra[c])) and math.isnan(float(rb[c])), (key(ra), c)
             else:
                 assert float(ra[c]) == pytest.approx(float(rb[c]), rel=1e-3, abs=1e-4), (key(ra), c)
 
