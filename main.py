@@ -2,24 +2,53 @@
 
 With no flags it edits image IMAGE_INDEX of the embedded default (synthetic faces rendered from a
 held-out seed) by attribute ATTRIBUTE_INDEX, both set at the top of optimization/attribute_editor.py.
+
+Exit status 0 with the report below; 2 with one `error: ...` line on stderr for any input error
+(bad flag, missing or unreadable file, a device this machine lacks), detected before a model loads.
 """
 import sys
 
 
-def run():
+def _verdict(edit):
+    if edit["kind"] == "reconstruction":
+        return "reconstruction"
+    parts = []
+    for who, name in (("guidance", "guidance classifier (biased: the edit optimised it)"),
+                      ("evaluation", "evaluation classifier")):
+        judged = edit.get(who)
+        if judged:
+            readings = ", ".join(f"{k} p={'nan' if v is None else f'{v:.2f}'}"
+                                 for k, v in judged["flipped_readings"].items())
+            parts.append(f"{name}: {'success' if judged['success'] else 'no success'} ({readings})")
+    verdict = "success" if edit["edit_success"] else ("not judged" if edit["edit_success"] is None else "NOT a success")
+    return f"{verdict}; " + "; ".join(parts) if parts else verdict
+
+
+def report(summaries):
+    for s in summaries:
+        print(f"{s['input']}: edit {s['edit']}")
+        for e in s["edits"]:
+            psnr = "not finite" if e["psnr_to_input"] is None else f"{e['psnr_to_input']:.1f} dB"
+            print(f"  {e['query']}: {_verdict(e)}; PSNR to input {psnr}")
+        for note in s["notes"]:
+            print(f"  note: {note}")
+        for w in s["warnings"]:
+            print(f"  warning: {w}")
+        print(f"  grid: {s['grid']}")
+        print(f"  report: {s['json']}")
+    if summaries:
+        print(f"success: {summaries[0]['success_rule']}")
+
+
+def run(argv=None):
     from optimization.attribute_editor import main
 
     try:
-        summaries = main()
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        summaries = main(argv)
+    except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
-    for s in summaries:
-        edits = ", ".join(
-            f"{e['query']}: success={e.get('edit_success')} PSNR-to-input={e['psnr_to_input']:.1f} dB"
-            for e in s["edits"])
-        print(f"{s['input']}: {edits}")
-        print(f"  grid: {s['grid']}")
+    report(summaries)
     return 0
 
 

@@ -10,6 +10,7 @@ import os
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_MODEL_PATH = os.path.join(REPO_ROOT, "checkpoints", "diffusion.pt")
 DEFAULT_CLASSIFIER_PATH = os.path.join(REPO_ROOT, "checkpoints", "classifier.pt")
+DEFAULT_EVAL_CLASSIFIER_PATH = os.path.join(REPO_ROOT, "checkpoints", "eval_classifier.pt")
 DEFAULT_OUTPUT_PATH = "outputs"
 # The embedded default input: faces rendered on the fly by the synthetic-face renderer, from a
 # seed never used for training ("synthetic:SEED").
@@ -17,6 +18,18 @@ SYNTHETIC_PREFIX = "synthetic"
 DEFAULT_DATASET = f"{SYNTHETIC_PREFIX}:1000"
 
 from .presets import DEFAULT_PRESET, PRESETS  # noqa: E402,F401 (PRESETS is part of this module's API)
+
+
+class UsageError(ValueError):
+    """A flag the parser refused: reported as one `error: ...` line (exit 2) like every other input error."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a refused flag raises UsageError instead of printing the usage and exiting, so
+    that `python main.py` reports it in one line like the checks after parsing."""
+
+    def error(self, message):
+        raise UsageError(f"{message} (python main.py --help lists the flags)")
 
 
 def _bool(text):
@@ -67,7 +80,7 @@ def add_option_flags(group):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(
+    p = _Parser(
         description="CycleDiff: edit facial attributes with an attribute-conditional diffusion model.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -94,7 +107,16 @@ def build_parser():
     g.add_argument("--model_path", type=str, default=DEFAULT_MODEL_PATH,
                    help="diffusion checkpoint; its hyper-parameters come from the JSON beside it")
     g.add_argument("--attribute_cpk_path", type=str, default=DEFAULT_CLASSIFIER_PATH,
-                   help="attribute classifier checkpoint (the project's or the paper's layout)")
+                   help="the guidance classifier: the attribute classifier the edit is steered by (the "
+                        "project's or the paper's layout; '' for none: no guidance, no readings)")
+    g.add_argument("--eval_classifier_path", type=str, default=None,
+                   help="an independently trained attribute classifier that judges the edits in the report "
+                        "(the guidance classifier is what the edit optimised, a biased judge); default: "
+                        "checkpoints/eval_classifier.pt when present; '' for none")
+    g.add_argument("--domain_reference", type=str, default="synthetic:0",
+                   help="faces the models were trained on, to tell whether an input looks like them "
+                        "(optimization/domain.py): 'synthetic:SEED' (the shipped models: synthetic:0), a "
+                        "dataset directory, or 'none' to skip the check")
     g.add_argument("--ir_se50_weights", type=str, default=None,
                    help="ArcFace IR-SE50 weights for the identity loss (off without them)")
     g.add_argument("--model_output_size", type=int, default=None,
@@ -113,9 +135,13 @@ def build_parser():
                    help="same as --blend_x0 False")
 
     g = p.add_argument_group("output")
-    g.add_argument("--output_path", type=str, default=DEFAULT_OUTPUT_PATH)
-    g.add_argument("-o", "--output_file", type=str, default="grid.png", help="name of the comparison grid")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--output_path", type=str, default=DEFAULT_OUTPUT_PATH,
+                   help="folder of the outputs (created when the edits are done)")
+    g.add_argument("-o", "--output_file", type=str, default=None,
+                   help="file name of the comparison grid inside --output_path (default: "
+                        "{index}_{edit}_grid.png, e.g. 00000_9_grid.png; with several inputs each grid is "
+                        "{index}_{this name})")
+    g.add_argument("--seed", type=int, default=0, help="seed of every random draw of the edit (>= 0)")
     g.add_argument("--iterations_num", type=int, default=1, help="independent edits (seeds seed, seed+1, ...)")
     g.add_argument("--batch_size", type=int, default=8, help="images edited together in a batch run")
     g.add_argument("--vid", action="store_true", help="also write a GIF of x0_hat along the trajectory")

@@ -4,116 +4,382 @@
 (set them here, as the paper's README says; flags override them). Attribute indices: see
 `preprocess.attributes.ATTRIBUTE_NAMES`; 20 means reconstruction.
 
-This module parses flags, builds the edit jobs, shards them over MPI ranks and writes the outputs;
-the editing itself is `optimization.editor` (re-exported here for convenience).
+This module checks the flags and inputs (`validate`: before any model loads, and nothing is
+written until it passes), builds the edit jobs, shards them over MPI ranks, edits, judges each edit
+(`judge_edit`) and writes the outputs; the editing itself is `optimization.editor` (re-exported here
+for convenience).
 """
 import json
+import math
 import os
-from dataclasses import asdict
+import sys
+import warnings
+import zipfile
+from dataclasses import asdict, dataclass, field
+from typing import List, Optional
 
 import torch
 
-from guided_diffusion.atomic import atomic_torch_save, atomic_write
-from guided_diffusion.mpi_launch import mpi_rank_and_size
+from guided_diffusion.atomic import atomic_write
 from preprocess.attributes import ATTRIBUTE_NAMES, RECONSTRUCTION_INDEX
 
 from . import metrics
 from .editor import (FINAL_OUTPUTS, INVERSIONS, PIXEL_MEAN_TERMS, AttributeEditor, EditOptions,  # noqa: F401
                      EditResult, translate_weights)
-from .image_io import load_dataset_item, load_image_file, save_png, to_tensor, to_uint8  # noqa: F401
-from .queries import (NUM_ATTRIBUTES, attribute_label, check_attribute_index, parse_attribute_indices,  # noqa: F401
-                      parse_attribute_vector, parse_index_list, query_from_indices)
+from .image_io import (load_dataset_item, load_image_file, read_dataset_labels, save_png,  # noqa: F401
+                       synthetic_seed, to_tensor, to_uint8, dataset_image_path)
+from .queries import (NUM_ATTRIBUTES, attribute_label, check_attribute_index, flipped_indices,  # noqa: F401
+                      parse_attribute_indices, parse_attribute_vector, parse_index_list, query_from_indices)
 from .visualization import labelled_grid, save_gif, save_image_atomic
 
 IMAGE_INDEX = 0
 ATTRIBUTE_INDEX = 9  # Eyeglasses
 
+# How the report decides that an edit succeeded. Not optimization.metrics.edit_success (the
+# benchmark's 0.5 threshold): a reading of 0.5001 is a coin toss, not an edit.
+SUCCESS_MARGIN = 0.1
+SUCCESS_RULE = (f"an edit succeeds when every attribute it flips (query != reference) is read on the query's side "
+                f"with margin {SUCCESS_MARGIN}: p >= {0.5 + SUCCESS_MARGIN:.1f} for an attribute added, "
+                f"p <= {0.5 - SUCCESS_MARGIN:.1f} for one removed; an edit that flips nothing is a "
+                f"reconstruction, never a success")
+GUIDANCE_JUDGE_NOTE = ("the guidance classifier steered the edit, so it is a biased judge: an edit can fool it "
+                       "without changing the face")
+EVAL_JUDGE_NOTE = "an independently trained classifier that the edit never saw: the fairer judge"
+# An edited image this far from its input is no longer the input's face.
+MIN_PSNR_DB = 10.0
+# Options that would make every edit wasted work or a wrong file, refused before anything loads.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
-# --------------------------------------------------------------------------- the command line
 
-def short_name(index):
-    return "reconstruction" if index == RECONSTRUCTION_INDEX else ATTRIBUTE_NAMES[index]
+# --------------------------------------------------------------------------- judging an edit
+
+def margin_success(probs, a_q, flipped, margin=SUCCESS_MARGIN):
+    """True when every flipped attribute reads on the query's side with `margin` (SUCCESS_RULE);
+    None for a reconstruction (nothing flipped)."""
+    if not flipped:
+        return None
+    for i in flipped:
+        p = round(float(probs[i]), 6)  # a float32 0.4 is 0.40000000596
+        added = float(a_q[i]) > 0.5
+        if not (p >= 0.5 + margin if added else p <= 0.5 - margin):  # a NaN reading fails too
+            return False
+    return True
+
+
+def _finite_or_none(v, digits=None):
+    v = float(v)
+    if not math.isfinite(v):
+        return None
+    return round(v, digits) if digits is not None else v
 
 
 def _named(vector):
-    return {name: round(float(v), 4) for name, v in zip(ATTRIBUTE_NAMES, vector)}
+    return {name: _finite_or_none(v, 4) for name, v in zip(ATTRIBUTE_NAMES, vector)}
 
 
-def _flip_caption(a_ref, indices):
-    if not indices:
-        return "reconstruction"
-    return "\n".join(f"{'+' if a_ref[i] < 0.5 else '-'}{ATTRIBUTE_NAMES[i]}" for i in indices)
+def _read(classifier, x):
+    p = next(classifier.parameters())
+    with torch.no_grad():
+        return classifier(x.to(p.device, p.dtype)).float().cpu()[0]
 
+
+def judge_edit(img, x, a_ref, a_q, judges, before):
+    """Readings, success and preservation of one edit by each judge ({'guidance': clf, 'evaluation': clf}),
+    with `before` their readings of the input. Returns (record dict, warnings list)."""
+    flipped = flipped_indices(a_ref, a_q)
+    mask = (a_q != a_ref)[None]
+    psnr = float(metrics.psnr(img, x)[0])
+    rec = dict(kind="edit" if flipped else "reconstruction", flipped=[ATTRIBUTE_NAMES[i] for i in flipped],
+               l1_to_input=_finite_or_none(metrics.l1(img, x)[0]), psnr_to_input=_finite_or_none(psnr))
+    found = []
+    if not bool(torch.isfinite(img).all()):
+        found.append("the edited image has non-finite pixels (NaN or inf): the edit diverged (loss weights too "
+                     "strong? try --preset fast, smaller weights or a --guidance_max_step cap)")
+    elif not psnr >= MIN_PSNR_DB:
+        found.append(f"the {'edited' if flipped else 'reconstructed'} image is {psnr:.1f} dB from its input (< "
+                     f"{MIN_PSNR_DB:g} dB): it is no longer the input's face, whatever the classifiers read (loss "
+                     f"weights too strong? try --preset fast)")
+    for who, classifier in judges.items():
+        if classifier is None:
+            rec[who] = None
+            continue
+        probs = _read(classifier, img)
+        rec[who] = dict(after=_named(probs), success=margin_success(probs, a_q, flipped),
+                        flipped_readings={ATTRIBUTE_NAMES[i]: _finite_or_none(probs[i], 4) for i in flipped},
+                        preserved=float(metrics.preservation(probs[None], before[who][None], mask)[0]))
+    # The headline verdict: the fairer judge when there is one.
+    verdict = rec.get("evaluation") or rec.get("guidance")
+    rec["edit_success"] = verdict["success"] if verdict else None
+    rec["judged_by"] = ("evaluation" if rec.get("evaluation") else "guidance") if verdict and flipped else None
+    if found and flipped:
+        rec["edit_success"] = False
+    return rec, found
+
+
+# --------------------------------------------------------------------------- validation (no model)
+
+def check_checkpoint_file(path, flag):
+    """FileNotFoundError / ValueError (one line) unless `path` is a file torch.save could have written."""
+    if not path:
+        raise ValueError(f"{flag}: empty path")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{flag}: checkpoint not found: {path}")
+    if not os.path.isfile(path):
+        raise ValueError(f"{flag}: {path} is a directory, not a checkpoint file")
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if not head:
+        raise ValueError(f"{flag}: {path} is empty, not a PyTorch checkpoint")
+    if zipfile.is_zipfile(path) or head[:1] == b"\x80":  # torch.save's zip format, or a legacy pickle
+        return
+    hint = ""
+    if head.startswith(b"version https://git-lfs"):
+        hint = " (a Git LFS pointer: fetch the file with `git lfs pull`)"
+    elif head.lstrip()[:1] in (b"{", b"["):
+        hint = " (it looks like JSON)"
+    elif all(32 <= b < 127 or b in (9, 10, 13) for b in head):
+        hint = " (it is a text file)"
+    raise ValueError(f"{flag}: {path} is not a PyTorch checkpoint{hint}")
+
+
+def check_device(text):
+    """The torch.device `text` names, refused (ValueError) when this machine does not have it."""
+    if text is None:
+        return None
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"--device {text!r} is not a device (cpu, cuda, cuda:1, mps)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {text}: no CUDA GPU is available here; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {text}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"--device {text}: MPS is not available here; use --device cpu")
+    elif device.type != "cpu":
+        raise ValueError(f"--device {text}: the editor runs on cpu, cuda or mps")
+    return str(device)
+
+
+@dataclass
+class Plan:
+    """What `validate` established from the flags, before any model is loaded."""
+
+    image_size: int
+    device: Optional[str]
+    classifier_path: Optional[str]
+    eval_classifier_path: Optional[str]
+    domain_reference: Optional[str]
+    opts: EditOptions
+    attribute_indices: List[int]
+    indices: List[int] = field(default_factory=list)  # dataset indices (empty with --init_image)
+    fixed_ref: Optional[torch.Tensor] = None
+    fixed_query: Optional[torch.Tensor] = None
+    labels: Optional[torch.Tensor] = None               # the dataset folder's table, read once
+
+
+def validate(args):
+    """Check every flag and input that can be checked without loading a model; ValueError /
+    FileNotFoundError with one line otherwise. Creates nothing."""
+    from guided_diffusion.script_util import load_model_config, model_config_path
+
+    for name in ("batch_size", "iterations_num"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be at least 1; got {getattr(args, name)}")
+    if args.seed < 0:
+        raise ValueError(f"--seed must be >= 0; got {args.seed}")
+    if os.path.exists(args.output_path) and not os.path.isdir(args.output_path):
+        raise ValueError(f"--output_path {args.output_path} is an existing file, not a folder")
+    if args.output_file is not None:
+        if os.path.basename(args.output_file) != args.output_file or args.output_file in ("", ".", ".."):
+            raise ValueError(f"-o/--output_file {args.output_file!r} must be a file name (it is written inside "
+                             f"--output_path)")
+        if not args.output_file.lower().endswith(IMAGE_SUFFIXES):
+            raise ValueError(f"-o/--output_file {args.output_file!r}: the grid is an image; end the name with "
+                             f"{' or '.join(IMAGE_SUFFIXES[:2])}")
+        if os.path.isdir(os.path.join(args.output_path, args.output_file)):
+            raise ValueError(f"-o/--output_file: {os.path.join(args.output_path, args.output_file)} is a folder")
+    device = check_device(args.device)
+
+    check_checkpoint_file(args.model_path, "--model_path")
+    json_path = model_config_path(args.model_path)
+    if not os.path.isfile(json_path):
+        raise FileNotFoundError(f"--model_path: no hyper-parameter file {json_path} beside {args.model_path} "
+                                f"(image_train.py writes it; the shipped model has checkpoints/diffusion.json)")
+    config = load_model_config(args.model_path)
+    image_size = int(config["image_size"])
+    if args.model_output_size is not None and args.model_output_size != image_size:
+        raise ValueError(f"--model_output_size {args.model_output_size} but {args.model_path} is a "
+                         f"{image_size}x{image_size} model")
+    classifier_path = args.attribute_cpk_path or None
+    if classifier_path:
+        check_checkpoint_file(classifier_path, "--attribute_cpk_path")
+    eval_path = args.eval_classifier_path
+    if eval_path is None:  # the default: the shipped evaluation classifier when it is there
+        from .arguments import DEFAULT_EVAL_CLASSIFIER_PATH
+        eval_path = DEFAULT_EVAL_CLASSIFIER_PATH if os.path.isfile(DEFAULT_EVAL_CLASSIFIER_PATH) else None
+    eval_path = eval_path or None
+    if eval_path:
+        check_checkpoint_file(eval_path, "--eval_classifier_path")
+    if args.ir_se50_weights:
+        check_checkpoint_file(args.ir_se50_weights, "--ir_se50_weights")
+    from .domain import parse_reference
+    domain_reference = args.domain_reference if parse_reference(args.domain_reference) is not None else None
+
+    opts = EditOptions.from_args(args)
+    if args.query_attribute is not None and args.attribute_index is not None:
+        raise ValueError("give --attribute_index or -qa/--query_attribute, not both (the query vector says every "
+                         "attribute)")
+    attribute_indices = parse_attribute_indices(args.attribute_index if args.attribute_index is not None
+                                                else ATTRIBUTE_INDEX)
+    fixed_ref = parse_attribute_vector(args.attribute, "attribute") if args.attribute else None
+    fixed_query = parse_attribute_vector(args.query_attribute, "query_attribute") if args.query_attribute else None
+    if args.attribute is not None and not args.attribute.strip():
+        raise ValueError("-a/--attribute is empty")
+    if args.query_attribute is not None and not args.query_attribute.strip():
+        raise ValueError("-qa/--query_attribute is empty")
+    plan = Plan(image_size=image_size, device=device, classifier_path=classifier_path, eval_classifier_path=eval_path,
+                domain_reference=domain_reference, opts=opts, attribute_indices=attribute_indices,
+                fixed_ref=fixed_ref, fixed_query=fixed_query)
+    if fixed_ref is None and classifier_path is None and (args.init_image or _unlabelled(args.dataset_dir)):
+        raise ValueError("no reference attributes: the input has no labels and no classifier is loaded "
+                         "(give -a/--attribute, or --attribute_cpk_path)")
+
+    if args.init_image:
+        if args.image_index is not None:
+            raise ValueError("give --init_image or --image_index, not both")
+        load_image_file(args.init_image, image_size)  # a missing or unreadable file fails here
+        return plan
+    plan.indices = parse_index_list(args.image_index if args.image_index is not None else IMAGE_INDEX)
+    if synthetic_seed(args.dataset_dir) is None:
+        plan.labels = read_dataset_labels(args.dataset_dir) if os.path.isdir(args.dataset_dir) else None
+        for i in plan.indices:
+            dataset_image_path(args.dataset_dir, i, plan.labels)
+    return plan
+
+
+def _unlabelled(dataset_dir):
+    return synthetic_seed(dataset_dir) is None and not os.path.isfile(os.path.join(dataset_dir, "attributes.pt"))
+
+
+# --------------------------------------------------------------------------- jobs
 
 class EditJob:
     """One input image and the edits asked of it."""
 
-    def __init__(self, name, x, a_ref, queries):
+    def __init__(self, name, x, a_ref, queries, label):
         self.name = name              # output stem: '00007' for dataset index 7, or the file's stem
         self.x = x                    # [1, 3, S, S]
         self.a_ref = a_ref            # [20]
         self.queries = queries        # list of (label, flipped indices, a_q [20])
+        self.label = label            # what was asked: '9', '9+15', 'all', '20' (output file names)
+        self.notes = []               # one-line remarks for the report (e.g. a query equal to its reference)
+        self.domain = None            # the out-of-domain check's dict, when made
 
 
-def build_jobs(args, editor, indices, attribute_indices):
-    """EditJobs for dataset `indices` (or --init_image), each with reconstruction + the edits."""
-    fixed_ref = parse_attribute_vector(args.attribute, "attribute") if args.attribute else None
-    fixed_query = parse_attribute_vector(args.query_attribute, "query_attribute") if args.query_attribute else None
+def load_sources(args, plan):
+    """(name, image [1, 3, S, S], labels [20] or None) of every input this rank edits."""
     if args.init_image:
-        sources = [(os.path.splitext(os.path.basename(args.init_image))[0],
-                    load_image_file(args.init_image, editor.image_size), None)]
-    else:
-        sources = [(f"{i:05d}", *load_dataset_item(args.dataset_dir, i, editor.image_size)) for i in indices]
+        return [(os.path.splitext(os.path.basename(args.init_image))[0],
+                 load_image_file(args.init_image, plan.image_size), None)]
+    rank, world = _mpi_rank_and_size()
+    labels = plan.labels if synthetic_seed(args.dataset_dir) is None else False
+    return [(f"{i:05d}", *load_dataset_item(args.dataset_dir, i, plan.image_size, labels=labels))
+            for i in plan.indices[rank::world]]
+
+
+def build_jobs(args, editor, sources, plan):
+    """EditJobs for `sources`, each with the reconstruction + the edits asked."""
     jobs = []
     for name, x, a_ref in sources:
-        if fixed_ref is not None:
-            a_ref = fixed_ref
+        if plan.fixed_ref is not None:
+            a_ref = plan.fixed_ref
         if a_ref is None:
-            if editor.classifier is None:
-                raise ValueError("no reference attributes: give --attribute or a classifier")
             probs = editor.classify(x)[0].cpu()
             a_ref = (probs > 0.5).float()
             believed = ", ".join(ATTRIBUTE_NAMES[i] for i in range(NUM_ATTRIBUTES) if a_ref[i] > 0)
             print(f"{name}: no labels, the classifier reads: {believed or '(none of the 20)'}")
-        queries = [("20", [], a_ref.clone())]
-        if fixed_query is not None:
-            flipped = [i for i in range(NUM_ATTRIBUTES) if fixed_query[i] != a_ref[i]]
-            queries.append((attribute_label(flipped), flipped, fixed_query))
+        queries = [(str(RECONSTRUCTION_INDEX), [], a_ref.clone())]
+        notes = []
+        if plan.fixed_query is not None:
+            flipped = flipped_indices(a_ref, plan.fixed_query)
+            label = attribute_label(flipped)
+            if flipped:
+                queries.append((label, flipped, plan.fixed_query.clone()))
+            else:
+                notes.append("the query attributes equal the reference ones: nothing to edit, only the "
+                             "reconstruction is made")
         else:
-            groups = [[i] for i in attribute_indices] if args.attribute_index == "all" else [attribute_indices]
+            label = "all" if str(args.attribute_index).strip() == "all" else attribute_label(plan.attribute_indices)
+            groups = [[i] for i in plan.attribute_indices] if label == "all" else [plan.attribute_indices]
             for group in groups:
                 if group:
                     queries.append((attribute_label(group), group, query_from_indices(a_ref, group)))
-        jobs.append(EditJob(name, x, a_ref, queries))
+        job = EditJob(name, x, a_ref, queries, label)
+        job.notes = notes
+        jobs.append(job)
     return jobs
 
 
-def run_jobs(args, editor, jobs, opts):
-    """Edit every job (batches of --batch_size edits), write images, grids and JSON. Returns summaries."""
-    os.makedirs(args.output_path, exist_ok=True)
+def output_names(args, job, several):
+    """(grid file name, JSON file name) of a job: named by the input and by what was edited."""
+    stem = f"{job.name}_{job.label}"
+    if args.output_file:
+        grid = f"{job.name}_{args.output_file}" if several else args.output_file
+    else:
+        grid = f"{stem}_grid.png"
+    return grid, f"{stem}_edit.json"
+
+
+# --------------------------------------------------------------------------- running
+
+def run_jobs(args, editor, jobs, opts, judges=None):
+    """Edit every job (batches of --batch_size edits), judge, write images, grids and JSON. Returns summaries."""
+    judges = judges if judges is not None else {"guidance": editor.classifier, "evaluation": None}
     items = [(job, q, it) for job in jobs for q in job.queries for it in range(args.iterations_num)]
     results = {}
-    for start in range(0, len(items), max(1, args.batch_size)):
+    several = len(items) > 1 and args.progress
+    bar = None
+    if several:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=len(items), unit="edit", desc="edits", file=sys.stderr)
+    for start in range(0, len(items), args.batch_size):
         chunk = items[start:start + args.batch_size]
         x = torch.cat([job.x for job, _, _ in chunk])
         a_ref = torch.stack([job.a_ref for job, _, _ in chunk])
         a_q = torch.stack([q[2] for _, q, _ in chunk])
         seeds = [args.seed + it for _, _, it in chunk]
-        res = editor.edit(x, a_ref, a_q, opts, seeds=seeds, progress=args.progress, record_frames=args.vid)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            res = editor.edit(x, a_ref, a_q, opts, seeds=seeds, progress=args.progress and not several,
+                              record_frames=args.vid)
+        # The engine's warnings (e.g. non-finite guidance steps) concern every edited image of the batch.
+        batch_warnings = [" ".join(str(w.message).split()) for w in caught if issubclass(w.category, UserWarning)]
         per_image_seconds = res.seconds / len(chunk)
         for k, (job, q, it) in enumerate(chunk):
             results[(job.name, q[0], it)] = dict(
                 image=res.images[k:k + 1].cpu(), seconds=per_image_seconds,
                 unet_evals=res.unet_evals / len(chunk),
-                frames=[f[k:k + 1] for f in res.frames])
-    return [_write_job(args, editor, job, results, opts,
-                       args.output_file if len(jobs) == 1 else f"{job.name}_grid.png") for job in jobs]
+                frames=[f[k:k + 1] for f in res.frames],
+                warnings=list(batch_warnings) if q[1] else [])
+        if bar is not None:
+            bar.update(len(chunk))
+    if bar is not None:
+        bar.close()
+    several_jobs = len(jobs) > 1
+    return [_write_job(args, job, results, opts, judges, *output_names(args, job, several_jobs)) for job in jobs]
 
 
-def _write_job(args, editor, job, results, opts, grid_name):
+def _write_job(args, job, results, opts, judges, grid_name, json_name):
+    os.makedirs(args.output_path, exist_ok=True)
     x = job.x
     row, captions, records = [to_uint8(x)[0]], ["input"], []
-    probs_in = editor.classify(x)[0].cpu() if editor.classifier is not None else None
+    before = {who: _read(c, x) for who, c in judges.items() if c is not None}
+    job_warnings = []
+    if job.domain is not None and job.domain["out_of_domain"]:
+        job_warnings.append(out_of_domain_line(job.domain))
     for label, flipped, a_q in job.queries:
         for it in range(args.iterations_num):
             r = results[(job.name, label, it)]
@@ -124,37 +390,127 @@ def _write_job(args, editor, job, results, opts, grid_name):
             if args.vid and r["frames"]:
                 save_gif([to_uint8(f)[0] for f in r["frames"]], os.path.join(args.output_path, f"{job.name}_{suffix}.gif"))
             if args.export_assets:
+                from guided_diffusion.atomic import atomic_torch_save
                 atomic_torch_save({"input": x, "edited": img, "a_ref": job.a_ref, "a_q": a_q},
                                   os.path.join(args.output_path, f"{job.name}_{suffix}.pt"))
-            rec = dict(query=label, flipped=[ATTRIBUTE_NAMES[i] for i in flipped], iteration=it, file=path,
-                       l1_to_input=float(metrics.l1(img, x)[0]), psnr_to_input=float(metrics.psnr(img, x)[0]),
-                       seconds=round(r["seconds"], 3), unet_evals=r["unet_evals"])
-            if probs_in is not None:
-                probs = editor.classify(img)[0].cpu()
-                mask = (a_q != job.a_ref)[None]
-                rec["classifier_after"] = _named(probs)
-                rec["edit_success"] = bool(metrics.edit_success(probs[None], a_q[None], mask)[0]) if flipped else None
-                rec["preserved"] = float(metrics.preservation(probs[None], probs_in[None], mask)[0])
+            judged, found = judge_edit(img, x, job.a_ref, a_q, judges, before)
+            edit_warnings = list(r["warnings"]) + found
+            if job.domain is not None and job.domain["out_of_domain"] and judged["kind"] == "edit":
+                # The classifiers' readings of an input unlike their training faces mean little: no verdict.
+                judged["edit_success"], judged["judged_by"] = None, None
+            rec = dict(query=label, iteration=it, file=path, **judged,
+                       seconds=round(r["seconds"], 3), unet_evals=r["unet_evals"], warnings=edit_warnings)
             records.append(rec)
+            job_warnings.extend(f"edit {label}: {w}" for w in edit_warnings if f"edit {label}: {w}" not in job_warnings)
             row.append(to_uint8(img)[0])
-            cap = _flip_caption(job.a_ref, flipped)
-            if probs_in is not None and flipped:
-                cap += "\n" + ", ".join(f"p={float(probs[i]):.2f}" for i in flipped)
-            captions.append(cap)
+            captions.append(_caption(job.a_ref, rec, job.domain))
     grid_path = os.path.join(args.output_path, grid_name)
     save_image_atomic(labelled_grid([row], [captions]), grid_path)
+    json_path = os.path.join(args.output_path, json_name)
     summary = dict(
-        input=job.name, grid=grid_path, reference_attributes=_named(job.a_ref),
-        classifier_before=_named(probs_in) if probs_in is not None else None,
+        input=job.name, edit=job.label, grid=grid_path, json=json_path,
+        success_rule=SUCCESS_RULE,
+        judges={"guidance": dict(path=args.attribute_cpk_path or None, note=GUIDANCE_JUDGE_NOTE),
+                "evaluation": dict(path=getattr(args, "resolved_eval_classifier_path", None), note=EVAL_JUDGE_NOTE)
+                if judges.get("evaluation") is not None else None},
+        reference_attributes=_named(job.a_ref),
+        classifier_before=_named(before["guidance"]) if "guidance" in before else None,
+        eval_classifier_before=_named(before["evaluation"]) if "evaluation" in before else None,
+        out_of_domain=job.domain["out_of_domain"] if job.domain is not None else None,
+        domain_check=job.domain,
+        notes=job.notes, warnings=job_warnings,
         edits=records, options=_jsonable(vars(opts) | {"weights": asdict(opts.weights)}),
-        flags=vars(args))
-    json_path = os.path.join(args.output_path, f"{job.name}_edit.json")
-    atomic_write(json_path, json.dumps(summary, indent=2))
+        flags=_jsonable(vars(args)))
+    summary = _finite_json(summary)
+    atomic_write(json_path, json.dumps(summary, indent=2, allow_nan=False))
     return summary
+
+
+def out_of_domain_line(domain):
+    return (f"the input does not look like the models' training faces (out-of-domain score {domain['score']:.2f} > "
+            f"threshold {domain['threshold']:.2f}, reference {domain['reference']}): the models only know such "
+            f"faces, so treat this edit and its readings as unreliable")
+
+
+def _caption(a_ref, rec, domain):
+    if rec["kind"] == "reconstruction":
+        return "reconstruction"
+    lines = [f"{'+' if a_ref[ATTRIBUTE_NAMES.index(n)] < 0.5 else '-'}{n}" for n in rec["flipped"]]
+    readings = []
+    for who, tag in (("guidance", "g"), ("evaluation", "e")):
+        if rec.get(who):
+            readings.append(f"{tag} " + "/".join("nan" if p is None else f"{p:.2f}"
+                                                 for p in rec[who]["flipped_readings"].values()))
+    if readings:
+        lines.append(" ".join(readings))
+    if rec["edit_success"] is not None or rec["warnings"] or (domain and domain["out_of_domain"]):
+        verdict = "success" if rec["edit_success"] else "NOT a success"
+        if domain and domain["out_of_domain"]:
+            verdict += " (out of domain)"
+        elif rec["warnings"]:
+            verdict += " (warning)"
+        lines.append(verdict)
+    return "\n".join(lines)
+
+
+def _finite_json(value):
+    """`value` with every non-finite float replaced by None (strict JSON has no NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_json(v) for v in value]
+    return value
 
 
 def _jsonable(d):
     return {k: (v if isinstance(v, (int, float, str, bool, type(None), dict, list)) else str(v)) for k, v in d.items()}
+
+
+# --------------------------------------------------------------------------- models
+
+def _load_checkpoint(what, path, loader):
+    """Run `loader()`; torch's refusal to unpickle a file becomes one line saying it is not a checkpoint
+    (never torch's advice to load it with weights_only=False, which would run the file's code)."""
+    try:
+        return loader()
+    except ValueError as err:
+        text = str(err)
+        if "weights_only" in text or "Weights only load failed" in text or "WeightsUnpickler" in text:
+            raise ValueError(f"{what} {path} is not a PyTorch checkpoint of tensors (it holds other Python "
+                             f"objects, which are not loaded)") from None
+        raise ValueError(" ".join(text.split())) from None
+
+
+def load_models(args, plan):
+    """(editor, {'guidance': classifier or None, 'evaluation': classifier or None}, domain reference or None)."""
+    from preprocess.classifier import load_classifier
+
+    editor = _load_checkpoint("--model_path", args.model_path, lambda: AttributeEditor(
+        args.model_path, None, device=plan.device, lpips=bool(plan.opts.weights.lpips_sim_lambda),
+        ir_se50_weights=args.ir_se50_weights))
+    if plan.classifier_path:
+        editor.classifier = _load_checkpoint("--attribute_cpk_path", plan.classifier_path, lambda: load_classifier(
+            plan.classifier_path, device=editor.device)).requires_grad_(False).to(editor.dtype)
+        _check_attribute_count(editor.classifier, plan.classifier_path)
+    evaluation = None
+    if plan.eval_classifier_path:
+        evaluation = _load_checkpoint("--eval_classifier_path", plan.eval_classifier_path, lambda: load_classifier(
+            plan.eval_classifier_path, device=editor.device)).to(editor.dtype)
+        _check_attribute_count(evaluation, plan.eval_classifier_path)
+    reference = None
+    if plan.domain_reference and editor.classifier is not None:
+        from .domain import load_or_fit_reference
+        reference = load_or_fit_reference(editor.classifier, plan.classifier_path, editor.image_size,
+                                          plan.domain_reference)
+    return editor, {"guidance": editor.classifier, "evaluation": evaluation}, reference
+
+
+def _check_attribute_count(classifier, path):
+    if classifier.num_attributes != NUM_ATTRIBUTES:
+        raise ValueError(f"classifier {path} predicts {classifier.num_attributes} attributes; the editor needs "
+                         f"{NUM_ATTRIBUTES}")
 
 
 def main(argv=None):
@@ -162,29 +518,26 @@ def main(argv=None):
     from .arguments import get_arguments
 
     args = get_arguments(argv)
-    if not os.path.isfile(args.model_path):
-        raise FileNotFoundError(
-            f"diffusion checkpoint not found: {args.model_path}. The embedded default ships in checkpoints/ "
-            "(see checkpoints/README.md to re-train it), or pass --model_path.")
-    classifier_path = args.attribute_cpk_path
-    if classifier_path and not os.path.isfile(classifier_path):
-        raise FileNotFoundError(f"classifier checkpoint not found: {classifier_path} (--attribute_cpk_path)")
-    opts = EditOptions.from_args(args)
-    attribute_indices = parse_attribute_indices(args.attribute_index if args.attribute_index is not None
-                                                else ATTRIBUTE_INDEX)
-    indices = parse_index_list(args.image_index if args.image_index is not None else IMAGE_INDEX)
+    plan = validate(args)                     # every check that needs no model; nothing written yet
+    args.resolved_eval_classifier_path = plan.eval_classifier_path
+    sources = load_sources(args, plan)
     torch.manual_seed(args.seed)
-    editor = AttributeEditor(args.model_path, classifier_path or None, device=args.device,
-                             lpips=bool(args.lpips_sim_lambda), ir_se50_weights=args.ir_se50_weights)
-    if args.model_output_size is not None and args.model_output_size != editor.image_size:
-        raise ValueError(f"--model_output_size {args.model_output_size} but {args.model_path} is a "
-                         f"{editor.image_size}x{editor.image_size} model")
+    editor, judges, reference = load_models(args, plan)
+    opts = plan.opts
     if editor.lpips_fn is None:
         opts.weights.lpips_sim_lambda = 0.0
     if editor.id_fn is None and opts.weights.id_lambda:
         print("id_lambda set to 0: no --ir_se50_weights given.")
         opts.weights.id_lambda = 0.0
-    rank, world = mpi_rank_and_size()  # MPI only shards the inputs here
-    indices = indices[rank::world]
-    jobs = build_jobs(args, editor, indices, attribute_indices)
-    return run_jobs(args, editor, jobs, opts)
+    jobs = build_jobs(args, editor, sources, plan)
+    if reference is not None:
+        for job in jobs:
+            job.domain = reference.check(editor.classifier, job.x)[0]
+    return run_jobs(args, editor, jobs, opts, judges)
+
+
+def _mpi_rank_and_size():
+    """(rank, size) when launched by mpiexec, else (0, 1). MPI only shards the inputs here."""
+    from guided_diffusion.mpi_launch import mpi_rank_and_size
+
+    return mpi_rank_and_size()

@@ -3,6 +3,8 @@
 Attribute indices are positions in `preprocess.attributes.ATTRIBUTE_NAMES` (0-19); 20 means
 reconstruction (nothing flipped).
 """
+import re
+
 import torch
 
 from preprocess.attributes import ATTRIBUTE_NAMES, EDITABLE_ATTRIBUTES, RECONSTRUCTION_INDEX
@@ -23,18 +25,29 @@ def check_attribute_index(v):
 
 
 def parse_attribute_indices(text):
-    """'9' -> [9]; '9,15' -> [9, 15]; '20' -> [] (reconstruction); 'all' -> the seven editable ones."""
+    """'9' -> [9]; '9,15' -> [9, 15]; '20' -> [] (reconstruction); 'all' -> the seven editable ones.
+
+    ValueError (one line) for anything else: a value that is not an integer 0-20, an index given
+    twice (flipping an attribute twice would give back the input), 20 combined with edits."""
     text = str(text).strip()
     if text == "all":
         return list(EDITABLE_ATTRIBUTES)
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ValueError(f"attribute index must be integers 0-{RECONSTRUCTION_INDEX} or 'all'; got {text!r}")
-    if not values:
-        raise ValueError("no attribute index given")
+    parts = [v.strip() for v in text.split(",")]
+    if not text or any(not p for p in parts):
+        raise ValueError(f"attribute index must be integers 0-{RECONSTRUCTION_INDEX} separated by commas, "
+                         f"or 'all'; got {text!r}")
+    values = []
+    for part in parts:
+        if not re.fullmatch(r"[+-]?\d+", part):
+            raise ValueError(f"attribute index must be integers 0-{RECONSTRUCTION_INDEX} or 'all'; got {text!r}")
+        values.append(int(part))
     for v in values:
         check_attribute_index(v)
+    for v in values:
+        if values.count(v) > 1:
+            what = "reconstruction" if v == RECONSTRUCTION_INDEX else ATTRIBUTE_NAMES[v]
+            raise ValueError(f"attribute index {v} ({what}) given twice in {text!r}: each attribute can be "
+                             f"flipped once (flipping it twice gives back the input)")
     if RECONSTRUCTION_INDEX in values and len(values) > 1:
         raise ValueError(f"index {RECONSTRUCTION_INDEX} (reconstruction) cannot be combined with edits")
     return [v for v in values if v != RECONSTRUCTION_INDEX]
@@ -62,18 +75,46 @@ def query_from_indices(a_ref, indices):
     return a_q
 
 
+# More images than this in one --image_index is refused (a typo such as '0-1000000000' would
+# otherwise build the list before anything else is checked).
+MAX_IMAGE_INDICES = 1_000_000
+
+
 def parse_index_list(text):
-    """'7' -> [7]; '0-3' -> [0, 1, 2, 3]; '1,5,9' -> [1, 5, 9]."""
-    out = []
-    for part in str(text).split(","):
-        part = part.strip()
-        if not part:
-            continue
-        if "-" in part:
-            lo, hi = part.split("-", 1)
-            out.extend(range(int(lo), int(hi) + 1))
-        else:
-            out.append(int(part))
-    if not out or min(out) < 0:
-        raise ValueError(f"image index must be non-negative integers, a range 'a-b' or a list; got {text!r}")
+    """'7' -> [7]; '0-3' -> [0, 1, 2, 3]; '1,5,9' -> [1, 5, 9]; '0-3,7' -> [0, 1, 2, 3, 7].
+
+    ValueError (one line) for anything else: a negative or non-integer value, a range whose end is
+    below its start, an index given twice (directly or by overlapping ranges)."""
+    text = str(text).strip()
+    form = "image index must be a non-negative integer, a range 'a-b' or a comma list of them ('0-3,7')"
+    parts = [p.strip() for p in text.split(",")]
+    if not text or any(not p for p in parts):
+        raise ValueError(f"{form}; got {text!r}")
+    ranges = []
+    for part in parts:
+        if re.fullmatch(r"-\s*\d+", part):
+            raise ValueError(f"image index must be >= 0; got {part!r} in {text!r}")
+        m = re.fullmatch(r"(\d+)(?:\s*-\s*(\d+))?", part)
+        if m is None:
+            raise ValueError(f"{form}; got {text!r}")
+        lo = int(m.group(1))
+        hi = int(m.group(2)) if m.group(2) is not None else lo
+        if hi < lo:
+            raise ValueError(f"image index range {part!r} ends before it starts (write '{hi}-{lo}')")
+        ranges.append((lo, hi))
+    if sum(hi - lo + 1 for lo, hi in ranges) > MAX_IMAGE_INDICES:
+        raise ValueError(f"image index {text!r} names more than {MAX_IMAGE_INDICES:,} images")
+    out, seen = [], set()
+    for lo, hi in ranges:
+        for i in range(lo, hi + 1):
+            if i in seen:
+                raise ValueError(f"image index {i} given twice in {text!r} (each image is edited once; "
+                                 f"use --iterations_num for several edits of one image)")
+            seen.add(i)
+            out.append(i)
     return out
+
+
+def flipped_indices(a_ref, a_q):
+    """The attributes an edit flips: where the query differs from the reference (sorted indices)."""
+    return [i for i in range(NUM_ATTRIBUTES) if float(a_q[i]) != float(a_ref[i])]

@@ -447,12 +447,14 @@ def test_main_end_to_end_and_bad_input(assets, tmp_path):
     out = tmp_path / "out"
     data = make_dataset(tmp_path / "data")
     common = ["--model_path", assets["smooth"], "--attribute_cpk_path", assets["classifier"],
-              "--output_path", str(out), "--timestep_respacing", "4", "--no_progress", "--dataset_dir", str(data)]
+              "--output_path", str(out), "--timestep_respacing", "4", "--no_progress", "--dataset_dir", str(data),
+              "--eval_classifier_path", "", "--domain_reference", "none"]
     r = _run_main(common + ["--image_index", "3", "--attribute_index", "9,15", "--vid"], tmp_path)
     assert r.returncode == 0, r.stderr
     files = sorted(os.listdir(out))
-    assert {"00003_20.png", "00003_9+15.png", "00003_9+15.gif", "00003_edit.json", "grid.png"} <= set(files)
-    summary = json.loads((out / "00003_edit.json").read_text())
+    assert {"00003_20.png", "00003_9+15.png", "00003_9+15.gif", "00003_9+15_edit.json",
+            "00003_9+15_grid.png"} <= set(files)
+    summary = json.loads((out / "00003_9+15_edit.json").read_text())
     assert [e["query"] for e in summary["edits"]] == ["20", "9+15"]
     assert summary["edits"][1]["flipped"] == ["Eyeglasses", "Smiling"]
     assert summary["edits"][1]["unet_evals"] > 0
@@ -474,10 +476,11 @@ def test_main_batch_is_sharded_across_mpi_ranks(assets, tmp_path, mpi_env):
     r = subprocess.run(["mpiexec", "-n", "2", sys.executable, os.path.join(ROOT, "main.py"),
                         "--model_path", assets["smooth"], "--attribute_cpk_path", assets["classifier"],
                         "--dataset_dir", str(data), "--output_path", str(out), "--image_index", "0-3",
-                        "--attribute_index", "15", "--timestep_respacing", "4", "--no_progress"],
+                        "--attribute_index", "15", "--timestep_respacing", "4", "--no_progress",
+                        "--eval_classifier_path", "", "--domain_reference", "none"],
                        cwd=tmp_path, capture_output=True, text=True, timeout=300, env=mpi_env)
     assert r.returncode == 0, r.stderr
     grids = sorted(f for f in os.listdir(out) if f.endswith("_grid.png"))
-    assert grids == [f"{i:05d}_grid.png" for i in range(4)]
+    assert grids == [f"{i:05d}_15_grid.png" for i in range(4)]
     # Each index was edited once: rank 0 took 0 and 2, rank 1 took 1 and 3.
     assert r.stdout.count("00000:") == 1 and r.stdout.count("00003:") == 1
