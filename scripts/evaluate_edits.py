@@ -147,7 +147,7 @@ class _EditProgress:
         self.left = {m: sum(1 for t in todo if t[0] == m) for m in self.costs}
         self.edits, self.total_edits = 0, len(todo)
         self.bar = tqdm(total=sum(self._cost(m) * n for m, n in self.left.items()), desc=desc, unit="eval",
-                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix} [{elapsed}<{remaining}]")
+                        bar_format="{desc}: {percentage:3.0f}%|{bar}|{postfix} [{elapsed}<{remaining}]")
         self.batch_budget = self.batch_moved = self.batch_size = 0
         model = getattr(editor, "model", None)
         self.hook = model.register_forward_hook(self._on_call) if isinstance(model, torch.nn.Module) else None
