@@ -281,10 +281,10 @@ class EditJob:
 
 def load_sources(args, plan):
     """(name, image [1, 3, S, S], labels [20] or None) of every input this rank edits."""
-    if args.init_image:
-        return [(os.path.splitext(os.path.basename(args.init_image))[0],
-                 load_image_file(args.init_image, plan.image_size), None)]
     rank, world = _mpi_rank_and_size()
+    if args.init_image:  # one input: rank 0 edits it (the others would write the same files)
+        return [(os.path.splitext(os.path.basename(args.init_image))[0],
+                 load_image_file(args.init_image, plan.image_size), None)] if rank == 0 else []
     labels = plan.labels if synthetic_seed(args.dataset_dir) is None else False
     return [(f"{i:05d}", *load_dataset_item(args.dataset_dir, i, plan.image_size, labels=labels))
             for i in plan.indices[rank::world]]
@@ -443,13 +443,12 @@ def _caption(a_ref, rec, domain):
                                                  for p in rec[who]["flipped_readings"].values()))
     if readings:
         lines.append(" ".join(readings))
-    if rec["edit_success"] is not None or rec["warnings"] or (domain and domain["out_of_domain"]):
-        verdict = "success" if rec["edit_success"] else "NOT a success"
-        if domain and domain["out_of_domain"]:
-            verdict += " (out of domain)"
-        elif rec["warnings"]:
-            verdict += " (warning)"
-        lines.append(verdict)
+    if domain and domain["out_of_domain"]:
+        lines.append("OUT OF DOMAIN")  # no verdict (the JSON and the printout say why)
+    elif rec["warnings"]:
+        lines.append("no success: warning" if rec["edit_success"] is False else "warning")
+    elif rec["edit_success"] is not None:
+        lines.append("success" if rec["edit_success"] else "no success")
     return "\n".join(lines)
 
 
@@ -484,7 +483,8 @@ def _load_checkpoint(what, path, loader):
 
 
 def load_models(args, plan):
-    """(editor, {'guidance': classifier or None, 'evaluation': classifier or None}, domain reference or None)."""
+    """(editor, {'guidance': classifier or None, 'evaluation': classifier or None},
+    (classifier, DomainReference) for the out-of-domain check or None)."""
     from preprocess.classifier import load_classifier
 
     editor = _load_checkpoint("--model_path", args.model_path, lambda: AttributeEditor(
@@ -500,10 +500,13 @@ def load_models(args, plan):
             plan.eval_classifier_path, device=editor.device)).to(editor.dtype)
         _check_attribute_count(evaluation, plan.eval_classifier_path)
     reference = None
-    if plan.domain_reference and editor.classifier is not None:
+    # The out-of-domain check reads the guidance classifier's features (the evaluation classifier's
+    # when there is no guidance classifier).
+    reader, reader_path = ((editor.classifier, plan.classifier_path) if editor.classifier is not None
+                           else (evaluation, plan.eval_classifier_path))
+    if plan.domain_reference and reader is not None:
         from .domain import load_or_fit_reference
-        reference = load_or_fit_reference(editor.classifier, plan.classifier_path, editor.image_size,
-                                          plan.domain_reference)
+        reference = (reader, load_or_fit_reference(reader, reader_path, editor.image_size, plan.domain_reference))
     return editor, {"guidance": editor.classifier, "evaluation": evaluation}, reference
 
 
@@ -531,8 +534,9 @@ def main(argv=None):
         opts.weights.id_lambda = 0.0
     jobs = build_jobs(args, editor, sources, plan)
     if reference is not None:
+        reader, statistics = reference
         for job in jobs:
-            job.domain = reference.check(editor.classifier, job.x)[0]
+            job.domain = statistics.check(reader, job.x)[0]
     return run_jobs(args, editor, jobs, opts, judges)
 
 
