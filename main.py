@@ -40,12 +40,29 @@ def report(summaries):
         print(f"success: {summaries[0]['success_rule']}")
 
 
-def run(argv=None):
-    from optimization.attribute_editor import main
+INPUT_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
 
+
+def preflight(argv):
+    """The input, model and output flags checked before torch is imported (seconds on a small CPU):
+    a typo costs a fraction of a second. The method flags and everything else are checked by
+    optimization.attribute_editor.validate, still before any model loads."""
+    from optimization.arguments import light_parser
+    from optimization.cli_checks import preflight as check
+
+    args, _ = light_parser().parse_known_args(argv)
+    check(args)
+
+
+def run(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
+        if not {"-h", "--help"} & set(argv):
+            preflight(argv)
+        from optimization.attribute_editor import main
+
         summaries = main(argv)
-    except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as e:
+    except INPUT_ERRORS as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     report(summaries)

@@ -56,6 +56,16 @@ _WEIGHT_HELP = {
 }
 
 
+# The loss weights' flags (GuidanceWeights' fields; add_option_flags fails if one lacks its help here).
+WEIGHT_NAMES = tuple(_WEIGHT_HELP)
+
+
+def _add_light_weight_flags(p):
+    """The loss weights for the light parser (their values checked before torch is imported)."""
+    for name in WEIGHT_NAMES:
+        p.add_argument(f"--{name}", type=float, default=None, help=argparse.SUPPRESS)
+
+
 def add_option_flags(group):
     """One flag per `EditOptions` option (and per loss weight), generated from the dataclass: the
     options left at None are filled from the preset by `apply_preset`."""
@@ -79,11 +89,29 @@ def add_option_flags(group):
                            help=f"{_WEIGHT_HELP[f.name]} [{_preset_values(f.name)}]")
 
 
-def build_parser():
+def build_parser(with_method=True, **parser_kwargs):
+    """The flags of `python main.py`. with_method=False leaves out the method group, whose flags are
+    generated from EditOptions (importing torch): `light_parser` uses that."""
     p = _Parser(
         description="CycleDiff: edit facial attributes with an attribute-conditional diffusion model.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=argparse.RawDescriptionHelpFormatter, **parser_kwargs
     )
+    _add_input_and_model_flags(p)
+    if with_method:
+        _add_method_flags(p)
+    else:
+        _add_light_weight_flags(p)
+    _add_output_flags(p)
+    return p
+
+
+def light_parser():
+    """The input, model and output flags only, for `parse_known_args` before torch is imported (the
+    method flags stay unparsed); no abbreviations, so that a method flag is never read as one of these."""
+    return build_parser(with_method=False, add_help=False, allow_abbrev=False)
+
+
+def _add_input_and_model_flags(p):
     g = p.add_argument_group("input")
     g.add_argument("--image_index", type=str, default=None,
                    help="index into --dataset_dir; a range '0-15' or list '0,4,7' edits a batch "
@@ -123,6 +151,9 @@ def build_parser():
                    help="expected model resolution; checked against the checkpoint's JSON")
     g.add_argument("--device", type=str, default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
 
+
+
+def _add_method_flags(p):
     g = p.add_argument_group("method", "defaults from --preset; [fast | paper | paper_inversion] shows each "
                                        "preset's value")
     g.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET,
@@ -134,6 +165,9 @@ def build_parser():
     g.add_argument("--no_blend", dest="blend_x0", action="store_false",
                    help="same as --blend_x0 False")
 
+
+
+def _add_output_flags(p):
     g = p.add_argument_group("output")
     g.add_argument("--output_path", type=str, default=DEFAULT_OUTPUT_PATH,
                    help="folder of the outputs (created when the edits are done)")
@@ -147,7 +181,8 @@ def build_parser():
     g.add_argument("--vid", action="store_true", help="also write a GIF of x0_hat along the trajectory")
     g.add_argument("--export_assets", action="store_true", help="also write the raw tensors (.pt)")
     g.add_argument("--no_progress", dest="progress", action="store_false", help="hide progress bars")
-    return p
+
+
 
 
 def apply_preset(args):

@@ -14,7 +14,6 @@ import math
 import os
 import sys
 import warnings
-import zipfile
 from dataclasses import asdict, dataclass, field
 from typing import List, Optional
 
@@ -28,6 +27,8 @@ from .editor import (FINAL_OUTPUTS, INVERSIONS, PIXEL_MEAN_TERMS, AttributeEdito
                      EditResult, translate_weights)
 from .image_io import (load_dataset_item, load_image_file, read_dataset_labels, save_png,  # noqa: F401
                        synthetic_seed, to_tensor, to_uint8, dataset_image_path)
+from .cli_checks import (check_checkpoint_file, parse_domain_reference, preflight,  # noqa: F401
+                         resolve_eval_classifier_path)
 from .queries import (NUM_ATTRIBUTES, attribute_label, check_attribute_index, flipped_indices,  # noqa: F401
                       parse_attribute_indices, parse_attribute_vector, parse_index_list, query_from_indices)
 from .visualization import labelled_grid, save_gif, save_image_atomic
@@ -47,8 +48,6 @@ GUIDANCE_JUDGE_NOTE = ("the guidance classifier steered the edit, so it is a bia
 EVAL_JUDGE_NOTE = "an independently trained classifier that the edit never saw: the fairer judge"
 # An edited image this far from its input is no longer the input's face.
 MIN_PSNR_DB = 10.0
-# Options that would make every edit wasted work or a wrong file, refused before anything loads.
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 
 # --------------------------------------------------------------------------- judging an edit
@@ -118,30 +117,6 @@ def judge_edit(img, x, a_ref, a_q, judges, before):
 
 # --------------------------------------------------------------------------- validation (no model)
 
-def check_checkpoint_file(path, flag):
-    """FileNotFoundError / ValueError (one line) unless `path` is a file torch.save could have written."""
-    if not path:
-        raise ValueError(f"{flag}: empty path")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{flag}: checkpoint not found: {path}")
-    if not os.path.isfile(path):
-        raise ValueError(f"{flag}: {path} is a directory, not a checkpoint file")
-    with open(path, "rb") as f:
-        head = f.read(64)
-    if not head:
-        raise ValueError(f"{flag}: {path} is empty, not a PyTorch checkpoint")
-    if zipfile.is_zipfile(path) or head[:1] == b"\x80":  # torch.save's zip format, or a legacy pickle
-        return
-    hint = ""
-    if head.startswith(b"version https://git-lfs"):
-        hint = " (a Git LFS pointer: fetch the file with `git lfs pull`)"
-    elif head.lstrip()[:1] in (b"{", b"["):
-        hint = " (it looks like JSON)"
-    elif all(32 <= b < 127 or b in (9, 10, 13) for b in head):
-        hint = " (it is a text file)"
-    raise ValueError(f"{flag}: {path} is not a PyTorch checkpoint{hint}")
-
-
 def check_device(text):
     """The torch.device `text` names, refused (ValueError) when this machine does not have it."""
     if text is None:
@@ -185,25 +160,9 @@ def validate(args):
     FileNotFoundError with one line otherwise. Creates nothing."""
     from guided_diffusion.script_util import load_model_config, model_config_path
 
-    for name in ("batch_size", "iterations_num"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name} must be at least 1; got {getattr(args, name)}")
-    if args.seed < 0:
-        raise ValueError(f"--seed must be >= 0; got {args.seed}")
-    if os.path.exists(args.output_path) and not os.path.isdir(args.output_path):
-        raise ValueError(f"--output_path {args.output_path} is an existing file, not a folder")
-    if args.output_file is not None:
-        if os.path.basename(args.output_file) != args.output_file or args.output_file in ("", ".", ".."):
-            raise ValueError(f"-o/--output_file {args.output_file!r} must be a file name (it is written inside "
-                             f"--output_path)")
-        if not args.output_file.lower().endswith(IMAGE_SUFFIXES):
-            raise ValueError(f"-o/--output_file {args.output_file!r}: the grid is an image; end the name with "
-                             f"{' or '.join(IMAGE_SUFFIXES[:2])}")
-        if os.path.isdir(os.path.join(args.output_path, args.output_file)):
-            raise ValueError(f"-o/--output_file: {os.path.join(args.output_path, args.output_file)} is a folder")
+    eval_path = resolve_eval_classifier_path(args)
+    attribute_indices, indices = preflight(args, IMAGE_INDEX, ATTRIBUTE_INDEX)
     device = check_device(args.device)
-
-    check_checkpoint_file(args.model_path, "--model_path")
     json_path = model_config_path(args.model_path)
     if not os.path.isfile(json_path):
         raise FileNotFoundError(f"--model_path: no hyper-parameter file {json_path} beside {args.model_path} "
@@ -214,47 +173,21 @@ def validate(args):
         raise ValueError(f"--model_output_size {args.model_output_size} but {args.model_path} is a "
                          f"{image_size}x{image_size} model")
     classifier_path = args.attribute_cpk_path or None
-    if classifier_path:
-        check_checkpoint_file(classifier_path, "--attribute_cpk_path")
-    eval_path = args.eval_classifier_path
-    if eval_path is None:  # the default: the shipped evaluation classifier when it is there
-        from .arguments import DEFAULT_EVAL_CLASSIFIER_PATH
-        eval_path = DEFAULT_EVAL_CLASSIFIER_PATH if os.path.isfile(DEFAULT_EVAL_CLASSIFIER_PATH) else None
-    eval_path = eval_path or None
-    if eval_path:
-        check_checkpoint_file(eval_path, "--eval_classifier_path")
-    if args.ir_se50_weights:
-        check_checkpoint_file(args.ir_se50_weights, "--ir_se50_weights")
-    from .domain import parse_reference
-    domain_reference = args.domain_reference if parse_reference(args.domain_reference) is not None else None
-
+    domain_reference = args.domain_reference if parse_domain_reference(args.domain_reference) is not None else None
     opts = EditOptions.from_args(args)
-    if args.query_attribute is not None and args.attribute_index is not None:
-        raise ValueError("give --attribute_index or -qa/--query_attribute, not both (the query vector says every "
-                         "attribute)")
-    attribute_indices = parse_attribute_indices(args.attribute_index if args.attribute_index is not None
-                                                else ATTRIBUTE_INDEX)
     fixed_ref = parse_attribute_vector(args.attribute, "attribute") if args.attribute else None
     fixed_query = parse_attribute_vector(args.query_attribute, "query_attribute") if args.query_attribute else None
-    if args.attribute is not None and not args.attribute.strip():
-        raise ValueError("-a/--attribute is empty")
-    if args.query_attribute is not None and not args.query_attribute.strip():
-        raise ValueError("-qa/--query_attribute is empty")
     plan = Plan(image_size=image_size, device=device, classifier_path=classifier_path, eval_classifier_path=eval_path,
-                domain_reference=domain_reference, opts=opts, attribute_indices=attribute_indices,
+                domain_reference=domain_reference, opts=opts, attribute_indices=attribute_indices, indices=indices,
                 fixed_ref=fixed_ref, fixed_query=fixed_query)
     if fixed_ref is None and classifier_path is None and (args.init_image or _unlabelled(args.dataset_dir)):
         raise ValueError("no reference attributes: the input has no labels and no classifier is loaded "
                          "(give -a/--attribute, or --attribute_cpk_path)")
-
     if args.init_image:
-        if args.image_index is not None:
-            raise ValueError("give --init_image or --image_index, not both")
-        load_image_file(args.init_image, image_size)  # a missing or unreadable file fails here
+        load_image_file(args.init_image, image_size)  # an unreadable file fails here
         return plan
-    plan.indices = parse_index_list(args.image_index if args.image_index is not None else IMAGE_INDEX)
     if synthetic_seed(args.dataset_dir) is None:
-        plan.labels = read_dataset_labels(args.dataset_dir) if os.path.isdir(args.dataset_dir) else None
+        plan.labels = read_dataset_labels(args.dataset_dir)
         for i in plan.indices:
             dataset_image_path(args.dataset_dir, i, plan.labels)
     return plan

@@ -42,7 +42,6 @@ THRESHOLD_MARGIN = 1.25      # ... times this
 NUM_FIT = 256                # training faces the statistics are fitted on (half each attribute sampling)
 NUM_HELDOUT = 512            # held-out faces the threshold is read from
 DEFAULT_REFERENCE = "synthetic:0"
-NONE = ("none", "")
 # The shipped models saw seed 0's people with both attribute samplings (checkpoints/README.md).
 SYNTHETIC_SAMPLINGS = ("celeba", "independent")
 HELDOUT_SEED_OFFSET = 1000   # synthetic:S is held out by synthetic:S+1000 (seed 0 -> 1000, the evaluation's)
@@ -78,17 +77,9 @@ def classifier_features(classifier, x):
 
 def parse_reference(spec):
     """('synthetic', seed) | ('folder', path) | None for 'none'; ValueError for a bad spec."""
-    from .image_io import synthetic_seed
+    from .cli_checks import parse_domain_reference
 
-    text = str(spec).strip()
-    if text.lower() in NONE:
-        return None
-    seed = synthetic_seed(text)
-    if seed is not None:
-        return "synthetic", seed
-    if not os.path.isdir(text):
-        raise ValueError(f"--domain_reference {text!r}: not 'synthetic:SEED', 'none', nor a dataset directory")
-    return "folder", text
+    return parse_domain_reference(spec)
 
 
 def _resize(array, image_size):

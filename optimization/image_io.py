@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .cli_checks import synthetic_seed  # noqa: F401 (re-exported)
 from .visualization import save_image_atomic
 
 
@@ -44,25 +45,6 @@ def to_uint8(x):
 def save_png(array, path):
     """Write a uint8 [H, W, 3] image atomically."""
     save_image_atomic(Image.fromarray(array), path)
-
-
-SYNTHETIC_PREFIX = "synthetic"
-DEFAULT_SYNTHETIC_SEED = 1000
-
-
-def synthetic_seed(dataset_dir):
-    """The seed of a 'synthetic' / 'synthetic:SEED' dataset spec, or None when `dataset_dir` is a path.
-
-    Only these exact forms are specs: a folder named 'synthetic64' is a folder."""
-    text = str(dataset_dir)
-    if text == SYNTHETIC_PREFIX:
-        return DEFAULT_SYNTHETIC_SEED
-    if not text.startswith(SYNTHETIC_PREFIX + ":"):
-        return None
-    seed = text.split(":", 1)[1].strip()
-    if not seed.isdigit():
-        raise ValueError(f"--dataset_dir {text!r}: 'synthetic:SEED' needs a non-negative integer seed")
-    return int(seed)
 
 
 def read_dataset_labels(dataset_dir, num_attributes=20):

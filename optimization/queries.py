@@ -2,14 +2,15 @@
 
 Attribute indices are positions in `preprocess.attributes.ATTRIBUTE_NAMES` (0-19); 20 means
 reconstruction (nothing flipped).
+
+Importing this module imports neither torch nor preprocess (which does): `python main.py` checks
+index lists with it before torch is loaded (`optimization.cli_checks`), so that a typo is reported
+in a fraction of a second. The two counts below equal preprocess.attributes' (a test checks).
 """
 import re
 
-import torch
-
-from preprocess.attributes import ATTRIBUTE_NAMES, EDITABLE_ATTRIBUTES, RECONSTRUCTION_INDEX
-
-NUM_ATTRIBUTES = len(ATTRIBUTE_NAMES)
+NUM_ATTRIBUTES = 20          # len(preprocess.attributes.ATTRIBUTE_NAMES)
+RECONSTRUCTION_INDEX = 20    # preprocess.attributes.RECONSTRUCTION_INDEX
 
 
 def attribute_label(indices):
@@ -31,6 +32,7 @@ def parse_attribute_indices(text):
     twice (flipping an attribute twice would give back the input), 20 combined with edits."""
     text = str(text).strip()
     if text == "all":
+        from preprocess.attributes import EDITABLE_ATTRIBUTES
         return list(EDITABLE_ATTRIBUTES)
     parts = [v.strip() for v in text.split(",")]
     if not text or any(not p for p in parts):
@@ -45,9 +47,8 @@ def parse_attribute_indices(text):
         check_attribute_index(v)
     for v in values:
         if values.count(v) > 1:
-            what = "reconstruction" if v == RECONSTRUCTION_INDEX else ATTRIBUTE_NAMES[v]
-            raise ValueError(f"attribute index {v} ({what}) given twice in {text!r}: each attribute can be "
-                             f"flipped once (flipping it twice gives back the input)")
+            raise ValueError(f"attribute index {v} given twice in {text!r}: each attribute can be flipped once "
+                             f"(flipping it twice gives back the input)")
     if RECONSTRUCTION_INDEX in values and len(values) > 1:
         raise ValueError(f"index {RECONSTRUCTION_INDEX} (reconstruction) cannot be combined with edits")
     return [v for v in values if v != RECONSTRUCTION_INDEX]
@@ -55,6 +56,8 @@ def parse_attribute_indices(text):
 
 def parse_attribute_vector(text, name="attribute"):
     """'0, 1, ...' (20 values of 0/1) -> float tensor [20]."""
+    import torch
+
     parts = [p.strip() for p in str(text).split(",") if p.strip()]
     if len(parts) != NUM_ATTRIBUTES:
         raise ValueError(f"--{name} needs {NUM_ATTRIBUTES} comma-separated values; got {len(parts)}")
