@@ -384,7 +384,9 @@ def test_default_methods_are_the_fast_group_and_the_estimate_of_their_cost_holds
     from optimization.attribute_editor import AttributeEditor
 
     editor = AttributeEditor(models["model"], models["classifier"], device="cpu")
-    measured = {r["method"]: float(r["unet_evals"]) for r in read_results(reference_run)}
+    measured = {}  # a batch that mixes attributes costs an inferred region more: the least per method
+    for r in read_results(reference_run):
+        measured[r["method"]] = min(measured.get(r["method"], math.inf), float(r["unet_evals"]))
     for method in ev.METHODS:
         estimate = evaluate_edits.estimated_unet_evals(editor, ev.method_options(method, STEPS))
         assert estimate == measured[method], method
