@@ -221,7 +221,7 @@ def released_checkpoint(path, seed=0):
                 buffer.uniform_(0.5, 1.5)
     ddp = nn.Module()
     ddp.module = model  # DistributedDataParallel keeps the model as .module
-    opts = dict(data_dir="/training_data/celeba-256", exp_dir="runs/attribute-classifier", learning_rate=1e-5,
+    opts = dict(data_dir="data/celeba-256", exp_dir="runs/attribute-classifier", learning_rate=1e-5,
                 batch_size=64, max_steps=300, save_interval=50, attribute_count=20, world_size=1, rank=0,
                 dist_url="env://", dist_backend="nccl", gpu=0, multiprocessing_distributed=True, distributed=True)
     torch.save({"state_dict": ddp.state_dict(), "opts": opts}, path)
