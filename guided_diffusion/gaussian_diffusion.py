@@ -837,7 +837,8 @@ class GaussianDiffusion:
             - x_T: x at level k-1;
             - noise_sequence: list of k tensors, noise_sequence[t] for the
               step at t (the order p_sample_loop reads them in);
-            - trajectory: list of the k drawn x_t, trajectory[t] at level t.
+            - trajectory: list of the k drawn x_t, trajectory[t] at level t;
+            - eps: list of the k model noise predictions, eps[t] at (trajectory[t], t).
         """
         num_steps = self._resolve_num_steps(num_steps)
         if noise is None:
@@ -849,7 +850,7 @@ class GaussianDiffusion:
             raise ValueError(f"noise has {len(noise)} entries, expected num_steps = {num_steps}")
         timesteps = [torch.full((x0.shape[0],), step, device=x0.device, dtype=torch.long) for step in range(num_steps)]
         trajectory = [self.q_sample(x0, t, noise=z) for t, z in zip(timesteps, noise)]
-        noise_sequence = [None] * num_steps
+        noise_sequence, eps = [None] * num_steps, [None] * num_steps
         for step in tqdm(range(num_steps - 1, -1, -1), disable=not progress, desc="DDPM inversion", leave=False):
             target = trajectory[step - 1] if step > 0 else x0
             with torch.no_grad():
@@ -857,7 +858,8 @@ class GaussianDiffusion:
                     model, trajectory[step], timesteps[step], clip_denoised=clip_denoised, model_kwargs=model_kwargs
                 )
             noise_sequence[step] = (target - out["mean"]) / torch.exp(0.5 * out["log_variance"])
-        return {"x_T": trajectory[-1], "noise_sequence": noise_sequence, "trajectory": trajectory}
+            eps[step] = out["eps"]
+        return {"x_T": trajectory[-1], "noise_sequence": noise_sequence, "trajectory": trajectory, "eps": eps}
 
     # ------------------------------------------------------------------
     # Training

@@ -18,7 +18,7 @@ from .guidance import (CYCLE_NOISES, CYCLE_SCHEMAS, CYCLE_TARGETS, STEP_BY_STEP_
                        EditProblem, GuidanceConfig, GuidanceWeights, ReuseGuidancePass, make_cond_fn)
 from .losses import load_lpips
 from .queries import NUM_ATTRIBUTES
-from .region import infer_edit_region, keep_outside_region, parse_levels
+from .region import infer_edit_region, keep_outside_region, level_index, parse_levels
 
 
 # ddim: deterministic DDIM inversion; ddpm_noise: edit-friendly DDPM inversion (exact);
@@ -252,6 +252,7 @@ class Inversion:
     x_start: torch.Tensor
     trajectory: Dict[int, torch.Tensor]
     noise_sequence: Optional[List[torch.Tensor]] = None
+    eps_ref: Optional[Dict[int, torch.Tensor]] = None  # the model's eps at trajectory[t] under a_ref
 
 
 def invert_ddim(diffusion, model, x, model_kwargs, k, fixed_point_iterations=0, progress=False):
@@ -271,7 +272,7 @@ def invert_ddpm_noise(diffusion, model, x, model_kwargs, k, seeds, progress=Fals
               for j in range(k)]
     inv = diffusion.ddpm_inversion(model, x, clip_denoised=False, model_kwargs=model_kwargs, num_steps=k,
                                    progress=progress, noise=noises)
-    return Inversion(inv["x_T"], dict(enumerate(inv["trajectory"])), inv["noise_sequence"])
+    return Inversion(inv["x_T"], dict(enumerate(inv["trajectory"])), inv["noise_sequence"], dict(enumerate(inv["eps"])))
 
 
 def noise_input(diffusion, x, k, seeds):
@@ -285,6 +286,25 @@ def noise_input(diffusion, x, k, seeds):
 def input_as_start(x):
     """The released code's start: the clean input itself at the noisiest level sampled."""
     return Inversion(x.clone(), {})
+
+
+def region_latents(diffusion, inv, x, levels, seeds):
+    """The latents the region map is read at: for each level (a fraction of the chain) the
+    inversion's own latent and reference eps when the edit passes through that level, else x
+    noised there with the region's seeded noise (eps then computed by the region)."""
+    latents, eps_ref = [], []
+    noise = None
+    for level in levels:
+        t = level_index(level, diffusion.num_timesteps)
+        if t in inv.trajectory:
+            latents.append((t, inv.trajectory[t]))
+            eps_ref.append(inv.eps_ref.get(t) if inv.eps_ref else None)
+            continue
+        if noise is None:
+            noise = _per_sample_noise([s + SEED_OFFSET_REGION for s in seeds], tuple(x.shape[1:]), x.device, x.dtype)
+        latents.append((t, diffusion.q_sample(x, torch.full((x.shape[0],), t, device=x.device), noise=noise)))
+        eps_ref.append(None)
+    return latents, eps_ref
 
 
 class AttributeEditor:
@@ -374,9 +394,9 @@ class AttributeEditor:
         # The edit's region, and outside it the input's own trajectory.
         region, postprocess_fn = None, None
         if opts.region == "inferred":
-            region_noise = _per_sample_noise([s + SEED_OFFSET_REGION for s in seeds], shape, self.device, self.dtype)
-            region, _ = infer_edit_region(diffusion, self.model, x, a_ref, a_q, parse_levels(opts.region_levels),
-                                          opts.region_threshold, opts.region_blur, region_noise, self.conditional)
+            latents, eps_ref = region_latents(diffusion, inv, x, parse_levels(opts.region_levels), seeds)
+            region, _ = infer_edit_region(diffusion, self.model, latents, a_ref, a_q, opts.region_threshold,
+                                          opts.region_blur, eps_ref, self.conditional)
             postprocess_fn = keep_outside_region(region, inv.trajectory, x)
 
         # Guided sampling under the query attributes.

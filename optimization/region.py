@@ -3,8 +3,11 @@
 Where the model's noise predictions under the query and the reference attributes differ,
 |eps(x_t, a_q) - eps(x_t, a_ref)|, is where the model would change the image. Averaged over a few
 noise levels and the colour channels, smoothed, normalised by its maximum and thresholded, that
-difference marks the pixels an edit may touch. Outside the region the editor keeps the input's own
-inversion trajectory at every step; inside it, sampling and guidance act as usual. The renderer's
+difference marks the pixels an edit may touch. The map is read at the input's own latents from
+the inversion that starts the edit, reusing the inversion's reference predictions where it made
+them (the edit-friendly inversion does): one UNet call per level and flipped attribute. Outside
+the region the editor keeps the input's own inversion trajectory at every step; inside it,
+sampling and guidance act as usual. The renderer's
 masks of the synthetic faces are never used here (the evaluation scores the region with them).
 """
 import math
@@ -38,49 +41,58 @@ def parse_levels(text):
     return levels
 
 
+def level_index(level, steps):
+    """The chain index (0..steps-1) of a noise level given as a fraction of a `steps`-step chain."""
+    return min(steps - 1, max(0, int(round(level * steps)) - 1))
+
+
 @torch.no_grad()
-def infer_edit_region(diffusion, model, x, a_ref, a_q, levels, threshold, blur, noise, conditional=True):
+def infer_edit_region(diffusion, model, latents, a_ref, a_q, threshold, blur, eps_ref=None, conditional=True):
     """The soft region [N, 1, H, W] in [0, 1] an edit from a_ref to a_q may change.
 
     For each attribute the query flips, |eps(x_t, a_ref with that attribute flipped) -
-    eps(x_t, a_ref)| is averaged over the channels and the noise levels; the attributes' maps are
+    eps(x_t, a_ref)| is averaged over the channels and the given latents; the attributes' maps are
     joined by their maximum (a joint edit's region is the union of its attributes' regions). The
     map is smoothed (Gaussian, `blur` pixels), divided by its maximum, thresholded at `threshold`,
     and the binary region blurred again for a soft boundary. A row with nothing flipped gets an
     empty region.
 
-    :param diffusion: the diffusion whose levels `levels` (fractions of its chain) index.
+    :param diffusion: the diffusion whose chain the latents' indices refer to.
     :param model: the plain conditional model (no classifier-free contrast).
-    :param x: inputs [N, 3, H, W] in [-1, 1]; a_ref, a_q: [N, A] 0/1.
-    :param noise: [N, 3, H, W] standard normal noise, the same at every level.
+    :param latents: list of (t, x_t): chain index t and the input's latent x_t [N, 3, H, W] there
+        (the editor passes its inversion's latents: the points the edit itself starts from).
+    :param a_ref, a_q: [N, A] 0/1.
+    :param eps_ref: optional list, one entry per latent: eps(x_t, a_ref) [N, 3, H, W] when already
+        computed (the edit-friendly inversion has it), or None to compute it here.
     :return: (region [N, 1, H, W], raw map [N, 1, H, W] normalised to max 1).
     """
-    n = x.shape[0]
+    x0 = latents[0][1]
+    n = x0.shape[0]
     flipped = a_q != a_ref
-    maps = torch.zeros(n, 1, *x.shape[2:], device=x.device, dtype=x.dtype)
+    maps = torch.zeros(n, 1, *x0.shape[2:], device=x0.device, dtype=x0.dtype)
     if not conditional or not bool(flipped.any()):
         return maps, maps
-    steps = diffusion.num_timesteps
+    if eps_ref is None:
+        eps_ref = [None] * len(latents)
     attributes = flipped.any(dim=0).nonzero().flatten().tolist()
     per_attribute = {k: torch.zeros_like(maps) for k in attributes}
-    for level in levels:
-        t = torch.full((n,), min(steps - 1, max(0, int(round(level * steps)) - 1)), device=x.device,
-                       dtype=torch.long)
-        x_t = diffusion.q_sample(x, t, noise=noise)
-        eps_ref = diffusion.p_mean_variance(model, x_t, t, clip_denoised=False, model_kwargs={"y": a_ref})["eps"]
+    for (step, x_t), ref in zip(latents, eps_ref):
+        t = torch.full((n,), step, device=x_t.device, dtype=torch.long)
+        if ref is None:
+            ref = diffusion.p_mean_variance(model, x_t, t, clip_denoised=False, model_kwargs={"y": a_ref})["eps"]
         for k in attributes:
             rows = flipped[:, k]
             a_k = a_ref[rows].clone()
             a_k[:, k] = 1 - a_k[:, k]
             eps_k = diffusion.p_mean_variance(model, x_t[rows], t[rows], clip_denoised=False,
                                               model_kwargs={"y": a_k})["eps"]
-            per_attribute[k][rows] += (eps_k - eps_ref[rows]).abs().mean(dim=1, keepdim=True) / len(levels)
+            per_attribute[k][rows] += (eps_k - ref[rows]).abs().mean(dim=1, keepdim=True) / len(latents)
     for k in attributes:
         maps = torch.maximum(maps, per_attribute[k])
     smooth = gaussian_blur(maps, blur)
     peak = smooth.flatten(1).amax(dim=1).view(n, 1, 1, 1)
     normalised = torch.where(peak > 0, smooth / peak.clamp(min=1e-30), torch.zeros_like(smooth))
-    binary = (normalised > threshold).to(x.dtype)
+    binary = (normalised > threshold).to(x0.dtype)
     region = gaussian_blur(binary, blur).clamp(0, 1)
     return torch.maximum(region, binary), normalised
 

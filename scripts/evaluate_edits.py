@@ -128,11 +128,15 @@ def estimated_unet_evals(editor, opts):
     inversion = (1 + opts.inversion_fixed_point) if opts.inversion in ("ddim", "ddpm_noise") else 0
     query = 2 if opts.cfg_scale != 1 and editor.conditional else 1
     cycle = 1 if opts.cycle_schema != "none" and opts.weights.cycle_reconstruct_lambda else 0
-    region = 0  # an inferred region: eps under a_ref and under a_q flipped, at each of its noise levels
+    # An inferred region: eps under the flipped attribute at each of its noise levels, and under a_ref
+    # where the edit-friendly inversion has not computed it already.
+    region = 0
     if getattr(opts, "region", "none") == "inferred" and editor.conditional:
-        from optimization.region import parse_levels
+        from optimization.region import level_index, parse_levels
 
-        region = 2 * len(parse_levels(opts.region_levels))
+        steps = editor.diffusion(opts.timestep_respacing).num_timesteps
+        for level in parse_levels(opts.region_levels):
+            region += 1 + (opts.inversion != "ddpm_noise" or level_index(level, steps) >= k)
     return k * (inversion + query + cycle) + region
 
 

@@ -34,8 +34,8 @@ def test_region_of_an_oracle_is_the_changed_pixels_and_joint_edits_take_the_unio
     a_q = a_ref.clone()
     a_q[0, 9] = 1
     a_q[1, [9, 15]] = 1  # joint edit; row 2 is a reconstruction
-    noise = torch.randn_like(x)
-    region, raw = infer_edit_region(diffusion, oracle_model(masks), x, a_ref, a_q, (0.3, 0.5), 0.5, 0.0, noise)
+    latents = [(t, diffusion.q_sample(x, torch.full((3,), t), noise=torch.randn_like(x))) for t in (29, 49)]
+    region, raw = infer_edit_region(diffusion, oracle_model(masks), latents, a_ref, a_q, 0.5, 0.0)
     assert torch.equal(region[0, 0] > 0.5, masks[9][0, 0] > 0)
     assert torch.equal(region[1, 0] > 0.5, (masks[9][0, 0] + masks[15][0, 0]) > 0)
     assert region[2].abs().max() == 0 and raw[2].abs().max() == 0  # nothing to edit: empty
@@ -47,7 +47,8 @@ def test_region_is_empty_for_a_reconstruction_and_not_for_an_edit_on_a_perturbed
     x, a = smooth_image(2).double(), attrs(2).double()
     q = a.clone()
     q[1] = ae.query_from_indices(a[1], [9])
-    region, _ = infer_edit_region(diffusion, editor.model, x, a, q, (0.3, 0.5), 0.3, 1.0, torch.randn_like(x))
+    latents = [(t, diffusion.q_sample(x, torch.full((2,), t), noise=torch.randn_like(x))) for t in (5, 9)]
+    region, _ = infer_edit_region(diffusion, editor.model, latents, a, q, 0.3, 1.0)
     assert region[0].max() == 0
     inside = float(region[1].mean())
     assert 0 < inside < 1 and region[1].max() == 1  # some pixels, not all
@@ -88,3 +89,30 @@ def test_blur_is_truncated_and_levels_are_checked():
             parse_levels(bad)
     with pytest.raises(ValueError, match="needs an inversion"):
         ae.EditOptions(inversion="input", sampler="ddpm", region="inferred")
+
+
+def test_region_reuses_the_inversions_reference_predictions(assets):  # noqa: F811
+    editor = ae.AttributeEditor(assets["rough"], None, device="cpu", dtype=torch.float64)
+    x, a = smooth_image().double(), attrs().double()
+    q = ae.query_from_indices(a, [9])
+
+    def evals(**region):
+        opts = ae.EditOptions(timestep_respacing="10", edit_strength=0.6, cycle_schema="none", **region)
+        return editor.edit(x, a, q, opts, seeds=[3]).unet_evals
+
+    whole = evals(region="none")
+    # Levels 0.3 and 0.5 are chain indices 2 and 4, inside the 6 inverted steps: the edit-friendly
+    # inversion already has eps under a_ref there, so only the flipped attribute's pass is new.
+    assert evals(region="inferred", region_levels="0.3,0.5") == whole + 2
+    # Level 0.9 (index 8) is above the edit's start: the input is noised there, both passes are new.
+    assert evals(region="inferred", region_levels="0.9") == whole + 2
+    assert evals(region="inferred", region_levels="0.3,0.9") == whole + 3
+
+    # Given reference predictions give the same region as computing them.
+    diffusion = editor.diffusion("10")
+    latents = [(t, diffusion.q_sample(x, torch.full((1,), t), noise=torch.randn_like(x))) for t in (2, 4)]
+    eps_ref = [diffusion.p_mean_variance(editor.model, x_t, torch.full((1,), t), clip_denoised=False,
+                                         model_kwargs={"y": a})["eps"] for t, x_t in latents]
+    computed, _ = infer_edit_region(diffusion, editor.model, latents, a, q, 0.3, 1.0)
+    given, _ = infer_edit_region(diffusion, editor.model, latents, a, q, 0.3, 1.0, eps_ref=eps_ref)
+    assert torch.equal(computed, given) and computed.max() == 1
