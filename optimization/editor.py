@@ -430,5 +430,10 @@ class AttributeEditor:
                 f"those steps were left unguided. The loss weights are too strong for this model (the paper "
                 f"preset's were set for a 256 px CelebA-HQ model): try --preset fast, smaller weights or a "
                 f"--guidance_max_step cap")
+        bad = (~torch.isfinite(final)).flatten(1).any(dim=1)
+        if bool(bad.any()):
+            warnings.warn(f"{int(bad.sum())} of {n} edited images have non-finite pixels (NaN or inf): the edit "
+                          f"diverged (rows {bad.nonzero().flatten().tolist()}); its loss weights are too strong "
+                          f"for this model: try --preset fast or smaller weights")
         return EditResult(images=final.detach().clamp(-1, 1), unet_evals=self.model.calls,
                           seconds=time.time() - start, frames=frames, guidance_log=log, region=region)

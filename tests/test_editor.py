@@ -373,6 +373,24 @@ def test_nan_gradient_step_is_skipped_with_warning(assets):
     assert len(messages) == 1 and "at 3 of 3 steps" in messages[0] and "--preset fast" in messages[0]
 
 
+def test_diverged_images_are_reported_not_returned_silently(assets):
+    editor = ae.AttributeEditor(assets["rough"], None, device="cpu")
+    unet = editor.model.model
+
+    class SecondRowDiverges(torch.nn.Module):
+        def forward(self, x, t, y=None):
+            out = unet(x, t, y=y).clone()
+            out[1] = float("inf")
+            return out
+
+    editor.model.model = SecondRowDiverges()
+    x, a = smooth_image(2), attrs(2)
+    opts = ae.EditOptions(timestep_respacing="6", edit_strength=0.5, region="none", weights=NO_GUIDANCE)
+    with pytest.warns(UserWarning, match=r"1 of 2 edited images have non-finite pixels .*rows \[1\]"):
+        res = editor.edit(x, a, ae.query_from_indices(a, [9]), opts, seeds=[1, 2])
+    assert torch.isfinite(res.images[0]).all() and not torch.isfinite(res.images[1]).all()
+
+
 def test_query_parsing_and_multi_attribute_vectors():
     a = torch.zeros(20)
     a[9] = 1
