@@ -5,16 +5,22 @@
   `EditOptions` overrides; `method_options` builds them.
 - Per-edit metrics: `synthetic_edit_metrics` (against the ground-truth counterfactual of a synthetic
   face) and `real_edit_metrics` (a labelled dataset: classifier accuracy, L1 to the input, LPIPS).
+- The benchmark's splits besides single flips of the editable attributes: joint edits (two editable
+  attributes flipped at once, `parse_joint_pairs`) and single flips of the non-editable ones
+  (`parse_noneditable`); an edit is keyed by an int code (`edit_attributes`), and `split_markdown`
+  writes a split's section of results.md.
 
 The reports (rows, CSV, aggregation, intervals, tables, plots) are `optimization.reports`, the
 Fréchet distances and Inception features `optimization.fid`; both are re-exported here.
 Images are [N, 3, H, W] in [-1, 1]; attribute vectors [N, 20] of 0/1.
 """
+import re
 from dataclasses import asdict
 
 import torch
 
-from preprocess.attributes import RECONSTRUCTION_INDEX
+from preprocess.attributes import ATTRIBUTE_NAMES, EDITABLE_ATTRIBUTES, RECONSTRUCTION_INDEX
+from preprocess.synthetic_faces import BALD, BANGS, HAIR_COLOURS, STRAIGHT, WAVY
 
 from . import metrics
 from .editor import EditOptions
@@ -193,3 +199,149 @@ def real_edit_metrics(edited, x, probs_edited, probs_input, a_ref, a_q, lpips_fn
         with torch.no_grad():
             out["lpips"] = lpips_fn(edited, x.to(edited.device)).detach().double().cpu()
     return out
+
+
+# --------------------------------------------------------------------------- the extra splits
+
+NON_EDITABLE_ATTRIBUTES = tuple(k for k in range(len(ATTRIBUTE_NAMES)) if k not in EDITABLE_ATTRIBUTES)
+
+# Pairs the renderer draws without conflict (its rules concern only the hair): two separate regions
+# (glasses + smile), one region twice (smile + lipstick on the mouth), two small local ones (bags +
+# open mouth), a local and a global one (glasses + age, male + lipstick).
+DEFAULT_JOINT_PAIRS = ((9, 15), (15, 18), (2, 12), (9, 19), (11, 18))
+
+# An edit's int code (the `attribute` column of the rows): 0-19 flips one attribute, 20 is a
+# reconstruction, 100 a + b (a < b, both editable, so >= 209) flips the pair a+b together.
+JOINT_CODE_BASE = 100
+
+
+def joint_code(a, b):
+    """The code of the joint edit flipping attributes a and b (either order): 100 min + max."""
+    a, b = sorted((int(a), int(b)))
+    return JOINT_CODE_BASE * a + b
+
+
+def edit_attributes(code):
+    """The attribute indices an edit code flips: [] (reconstruction), [k] or [a, b]."""
+    code = int(code)
+    if code == RECONSTRUCTION_INDEX:
+        return []
+    if code < RECONSTRUCTION_INDEX:
+        return [code]
+    return [code // JOINT_CODE_BASE, code % JOINT_CODE_BASE]
+
+
+def edit_label(code):
+    """File-name label of an edit: '09', '20', or '09+15' for a pair."""
+    return "+".join(f"{k:02d}" for k in edit_attributes(code)) or f"{RECONSTRUCTION_INDEX:02d}"
+
+
+def edit_name(code):
+    """Table label: '3 Bald', 'reconstruction', '9+15 Eyeglasses+Smiling'."""
+    flipped = edit_attributes(code)
+    if len(flipped) < 2:
+        return attribute_label(int(code))
+    return "+".join(map(str, flipped)) + " " + "+".join(ATTRIBUTE_NAMES[k] for k in flipped)
+
+
+def edit_direction(a_ref, code):
+    """`direction` for each flipped attribute, joined by '+' ('add+remove' for a pair)."""
+    flipped = edit_attributes(code)
+    return "+".join(direction(a_ref, k) for k in flipped) if flipped else "none"
+
+
+def edit_seed(base, index, code):
+    """Seed of an edit of input `index`: base + 1000 index + k; a pair takes its first attribute's
+    (the same noise as that attribute's single edit)."""
+    flipped = edit_attributes(code)
+    return int(base) + 1000 * int(index) + (flipped[0] if flipped else RECONSTRUCTION_INDEX)
+
+
+def _index(text, what):
+    text = text.strip()
+    if not re.fullmatch(r"-?\d+", text):
+        raise ValueError(f"{what}: {text!r} is not an attribute index")
+    value = int(text)
+    if not 0 <= value < len(ATTRIBUTE_NAMES):
+        raise ValueError(f"{what}: attribute index {value} out of range 0-{len(ATTRIBUTE_NAMES) - 1}")
+    return value
+
+
+def parse_joint_pairs(text):
+    """--joint_pairs: None / 'none' -> []; 'default' -> DEFAULT_JOINT_PAIRS; '9+15,15+18' -> those
+    pairs. Returns joint codes in the given order. ValueError (one line) for a malformed pair, an
+    index out of range, an attribute paired with itself, a non-editable attribute or a pair twice."""
+    if text is None or str(text).strip() == "none":
+        return []
+    text = str(text).strip()
+    if text == "default":
+        return [joint_code(a, b) for a, b in DEFAULT_JOINT_PAIRS]
+    codes = []
+    for part in text.split(","):
+        halves = part.split("+")
+        if len(halves) != 2 or not all(h.strip() for h in halves):
+            raise ValueError(f"--joint_pairs: {part.strip()!r} is not a pair 'a+b' (e.g. 9+15); got {text!r}")
+        a, b = (_index(h, "--joint_pairs") for h in halves)
+        if a == b:
+            raise ValueError(f"--joint_pairs: {part.strip()!r} pairs attribute {a} with itself")
+        for k in (a, b):
+            if k not in EDITABLE_ATTRIBUTES:
+                raise ValueError(f"--joint_pairs: {k} ({ATTRIBUTE_NAMES[k]}) is not editable; pairs are of "
+                                 f"{', '.join(map(str, EDITABLE_ATTRIBUTES))}")
+        if joint_code(a, b) in codes:
+            raise ValueError(f"--joint_pairs: the pair {min(a, b)}+{max(a, b)} is listed twice in {text!r}")
+        codes.append(joint_code(a, b))
+    return codes
+
+
+def parse_noneditable(text):
+    """--noneditable: None / 'none' -> []; 'all' -> NON_EDITABLE_ATTRIBUTES; or a comma list of them."""
+    if text is None or str(text).strip() == "none":
+        return []
+    text = str(text).strip()
+    if text == "all":
+        return list(NON_EDITABLE_ATTRIBUTES)
+    values = [_index(v, "--noneditable") for v in text.split(",")]
+    for v in values:
+        if v in EDITABLE_ATTRIBUTES:
+            raise ValueError(f"--noneditable: {v} ({ATTRIBUTE_NAMES[v]}) is editable (--attributes flips it)")
+        if values.count(v) > 1:
+            raise ValueError(f"--noneditable: attribute {v} listed twice in {text!r}")
+    return values
+
+
+def renderer_rule_broken(a):
+    """Why the synthetic sampler could never draw the 0/1 vector `a` [20] (its hard rules: at most
+    one hair colour, not both straight and wavy, no bangs when bald), or None. The renderer
+    draws such a vector anyway, but not as its labels say (the first hair colour wins, bangs vanish
+    on a bald head)."""
+    if sum(int(a[k]) for k in HAIR_COLOURS) > 1:
+        return "two hair colours"
+    if int(a[STRAIGHT]) and int(a[WAVY]):
+        return "straight and wavy hair"
+    if int(a[BALD]) and int(a[BANGS]):
+        return "bangs on a bald head"
+    return None
+
+
+def split_markdown(heading, notes, rows, measures, reference=None):
+    """results.md's section of one extra split: `notes`, then per method and edit, per method, the
+    bootstrap intervals and paired differences against `reference` (`interval_tables`, matched on
+    identity and edit code), per method, edit and direction.
+
+    :param rows: result rows whose `attribute` is an edit code (`edit_attributes`).
+    """
+    labelled = [dict(r, edit=edit_name(r["attribute"])) for r in rows]
+    parts = [f"## {heading}", "", *[f"- {n}" for n in notes], ""]
+    if not rows:
+        return "\n".join(parts + ["No edits in this split.", ""])
+    intervals = interval_tables(rows, [m for m in measures if m not in ("seconds", "unet_evals")], reference=reference)
+    parts += ["### Per method and edit", "", markdown_table(aggregate(labelled, ("method", "edit"), measures),
+                                                            ["method", "edit", "n", *measures]),
+              "", "### Per method", "", markdown_table(aggregate(labelled, ("method",), measures),
+                                                       ["method", "n", *measures]),
+              "", "\n".join("#" + line if line.startswith("## ") else line for line in intervals.splitlines()),
+              "", "### Per method, edit and direction", "",
+              markdown_table(aggregate(labelled, ("method", "edit", "direction"), measures),
+                             ["method", "edit", "direction", "n", *measures]), ""]
+    return "\n".join(parts)

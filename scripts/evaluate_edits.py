@@ -18,10 +18,28 @@ disk, and FID with --inception_weights.
     python scripts/evaluate_edits.py --dataset_dir data/celebahq256 --num_identities 200 \\
         --inception_weights inception_v3_google-0cc3c7bd.pth
 
+Two more splits on synthetic faces, each opt-in and reported in its own section of results.md:
+
+    python scripts/evaluate_edits.py --per_direction 2 --joint_pairs default    # + joint edits
+    python scripts/evaluate_edits.py --per_direction 2 --noneditable all         # + non-editable attributes
+    python scripts/evaluate_edits.py --per_direction 2 --attributes none --joint_pairs 9+15,15+18   # joint only
+
+--joint_pairs: two editable attributes flipped at once, each in the direction that changes it for the
+identity (`default`: 9+15, 15+18, 2+12, 9+19, 11+18; or a comma list of pairs a+b). Success needs
+both read as the query; the ground truth renders both flipped; the mask is the union of the two.
+With --per_direction K, per pair the first K identities of each of the four combinations of the two
+attributes. --noneditable: single flips of the 13 non-editable attributes (`all` or a comma list);
+a flip the renderer cannot draw as labelled (a second hair colour, straight and wavy together,
+bangs on a bald head) or that renders no change (texture on a bald head) is left out and counted in
+results.md. `--attributes none` skips the single editable split.
+
 Outputs in --output_dir: results.csv (one row per edit), results.md (tables), summary.png,
-grid_<method>.png, images/<method>/<index>_<attribute>.png, and the bookkeeping that lets a killed
-run resume: run.json (the settings the rows depend on) and partial_rank<R>.csv (rows as they finish).
-Rerun the same command to continue (also after Ctrl-C); finished edits are not redone.
+grid_<method>.png, images/<method>/<index>_<attribute>.png (a pair: <index>_<a>+<b>.png), and with
+the extra splits results_joint.csv / results_noneditable.csv and grid_joint_<method>.png /
+grid_noneditable_<method>.png; and the bookkeeping that lets a killed run resume: run.json (the
+settings the rows depend on) and partial_rank<R>.csv (rows as they finish, every split; a pair a+b
+is attribute 100 a + b there). Rerun the same command to continue (also after Ctrl-C); finished
+edits are not redone.
 
 --methods: `fast` (the default: CycleDiff's fast preset, the baselines and, on synthetic faces,
 `ground_truth`), `paper` (the paper preset's methods: thousands of UNet evaluations per edit, minutes
@@ -32,6 +50,7 @@ import argparse
 import contextlib
 import csv
 import functools
+import itertools
 import json
 import os
 import sys
@@ -80,7 +99,16 @@ def build_parser():
                         "and the first K that do not (both directions equally often; replaces --num_identities)")
     g.add_argument("--attributes", default=None,
                    help="comma list of attribute indices, each flipped alone; 20 = reconstruction "
-                        f"(default: {','.join(map(str, EDITABLE_ATTRIBUTES))}, plus 20 on --dataset_dir)")
+                        f"(default: {','.join(map(str, EDITABLE_ATTRIBUTES))}, plus 20 on --dataset_dir); "
+                        "none: no single edits (only the splits below)")
+    g.add_argument("--joint_pairs", default=None,
+                   help="synthetic faces: add the joint split, two editable attributes flipped at once: default ("
+                        + ",".join(f"{a}+{b}" for a, b in ev.DEFAULT_JOINT_PAIRS) + ") or a comma list of pairs "
+                        "a+b (default: none)")
+    g.add_argument("--noneditable", default=None,
+                   help="synthetic faces: add the split of single flips of non-editable attributes: all ("
+                        f"{','.join(map(str, ev.NON_EDITABLE_ATTRIBUTES))}) or a comma list of them (default: none); "
+                        "flips the renderer cannot draw as labelled are left out")
     g = p.add_argument_group("methods")
     g.add_argument("--methods", default="fast",
                    help=f"fast (default: {', '.join(method_group('fast', real=False))}), paper "
@@ -192,9 +220,11 @@ class _EditProgress:
 
 
 def parse_attributes(text, real):
-    """'2,9,20' -> [2, 9, 20]; None -> the editable attributes (+ reconstruction on real data)."""
+    """'2,9,20' -> [2, 9, 20]; None -> the editable attributes (+ reconstruction on real data); 'none' -> []."""
     if text is None:
         return list(EDITABLE_ATTRIBUTES) + ([RECONSTRUCTION_INDEX] if real else [])
+    if str(text).strip() == "none":
+        return []
     try:
         values = [int(v) for v in str(text).split(",") if v.strip()]
     except ValueError:
@@ -228,7 +258,8 @@ def _load_image(directory, index, image_size):
 
 
 class SyntheticFaces:
-    """Identities 0..count-1 of `seed`: inputs [1, 3, S, S], labels [20], counterfactuals, masks."""
+    """Identities 0..count-1 of `seed`: inputs [1, 3, S, S], labels [20], counterfactuals, masks.
+    Edits are edit codes (`ev.edit_attributes`): one attribute, a reconstruction or a pair."""
 
     item_column = "identity"
 
@@ -238,21 +269,50 @@ class SyntheticFaces:
                              f"the model is {image_size} px")
         self.seed, self.image_size, self.per_direction = seed, image_size, per_direction
         self.indices = list(range(2 * per_direction if per_direction else count))
+        self.left_out = {}  # edit code -> {reason: identities passed over} (inputs_for with drawable_only)
 
-    def inputs_for(self, attribute, scan_limit=100000):
-        """Identities edited for `attribute`: all of them, or with `per_direction` K the first K that
-        have it and the first K that do not (a reconstruction: identities 0..2K-1)."""
-        if not self.per_direction or attribute == RECONSTRUCTION_INDEX:
+    def inputs_for(self, attribute, scan_limit=100000, drawable_only=False):
+        """Identities edited for edit code `attribute`: all of them, or with `per_direction` K, for
+        each combination of the flipped attributes' values (two for one attribute, four for a pair),
+        the first K identities that have it (a reconstruction: identities 0..2K-1).
+
+        :param drawable_only: pass over identities whose flip `flip_problem` refuses (counted in
+            self.left_out)."""
+        flipped = ev.edit_attributes(attribute)
+        if not flipped:
             return self.indices
-        found = {0: [], 1: []}
+        left_out = self.left_out.setdefault(attribute, {}) if drawable_only else None
+
+        def drawable(index):
+            why = self.flip_problem(index, attribute) if drawable_only else None
+            if why is not None:
+                left_out[why] = left_out.get(why, 0) + 1
+            return why is None
+
+        if not self.per_direction:
+            return [i for i in self.indices if drawable(i)]
+        groups = {values: [] for values in itertools.product((0, 1), repeat=len(flipped))}
         for index in range(scan_limit):
-            group = found[int(self.labels(index)[attribute] > 0.5)]
-            if len(group) < self.per_direction:
+            group = groups[tuple(int(self.labels(index)[k] > 0.5) for k in flipped)]
+            if len(group) < self.per_direction and drawable(index):
                 group.append(index)
-            if all(len(g) == self.per_direction for g in found.values()):
-                return sorted(found[0] + found[1])
-        raise ValueError(f"fewer than {self.per_direction} of the first {scan_limit} identities of seed "
-                         f"{self.seed} have {ATTRIBUTE_NAMES[attribute]} = {0 if len(found[0]) < self.per_direction else 1}")
+            if all(len(g) == self.per_direction for g in groups.values()):
+                return sorted(i for g in groups.values() for i in g)
+        short = next(v for v, g in groups.items() if len(g) < self.per_direction)
+        raise ValueError(f"fewer than {self.per_direction} of the first {scan_limit} identities of seed {self.seed} "
+                         f"have {' and '.join(f'{ATTRIBUTE_NAMES[k]} = {v}' for k, v in zip(flipped, short))}"
+                         + (" with a flip the renderer can draw" if drawable_only else ""))
+
+    def flip_problem(self, index, attribute):
+        """None when the renderer draws identity `index` with edit code `attribute` flipped as its
+        labels say, else why not: a vector its sampler never makes (`ev.renderer_rule_broken`), or
+        the same image as the input."""
+        a_ref = self.labels(index)
+        a_q = query_from_indices(a_ref, ev.edit_attributes(attribute))
+        why = ev.renderer_rule_broken(a_q)
+        if why is None and torch.equal(self.ground_truth(index, a_q), self.image(index)):
+            why = "no visible change"
+        return why
 
     def labels(self, index):
         return torch.as_tensor(example_face(self.seed, index)[1], dtype=torch.float32)
@@ -264,11 +324,13 @@ class SyntheticFaces:
         return _render(self.seed, index, tuple(int(v) for v in a_q), self.image_size)
 
     def allowed_mask(self, index, attribute):
-        """[1, S, S] bool: the pixels flipping `attribute` may change (none for a reconstruction)."""
-        if attribute == RECONSTRUCTION_INDEX:
-            return torch.zeros(1, self.image_size, self.image_size, dtype=torch.bool)
+        """[1, S, S] bool: the pixels the edit (code) `attribute` may change: the union of its
+        attributes' masks (none for a reconstruction)."""
+        mask = torch.zeros(1, self.image_size, self.image_size, dtype=torch.bool)
         identity, _ = example_face(self.seed, index)
-        return torch.from_numpy(attribute_mask(identity, attribute, self.image_size))[None]
+        for k in ev.edit_attributes(attribute):
+            mask |= torch.from_numpy(attribute_mask(identity, k, self.image_size))[None]
+        return mask
 
     def describe(self):
         which = (f"per attribute, the first {self.per_direction} identities of seed {self.seed} with it and the "
@@ -338,13 +400,14 @@ def finished_rows(output_dir, columns):
 
 
 def edit_image_path(output_dir, method, index, attribute):
-    return os.path.join(output_dir, "images", method, f"{index:05d}_{attribute:02d}.png")
+    """images/<method>/<index>_<attribute>.png; a pair's code gives <index>_<a>+<b>.png."""
+    return os.path.join(output_dir, "images", method, f"{index:05d}_{ev.edit_label(attribute)}.png")
 
 
 # --------------------------------------------------------------------------- the run
 
 def run_edits(args, editor, eval_classifier, source, options, todo, columns, lpips_fn, rank, world):
-    """Edit `todo` [(method, index, attribute)] in batches of one method; append each row as it finishes."""
+    """Edit `todo` [(method, index, edit code)] in batches of one method; append each row as it finishes."""
     path = partial_path(args.output_dir, rank)
     ev.write_rows_atomic(path, ev.read_rows(path, columns), columns)  # drops a line cut by a kill
     batches = []
@@ -361,9 +424,8 @@ def run_edits(args, editor, eval_classifier, source, options, todo, columns, lpi
             progress.start(method, len(batch))
             x = torch.cat([source.image(i) for _, i, _ in batch])
             a_ref = torch.stack([source.labels(i) for _, i, _ in batch])
-            a_q = torch.stack([query_from_indices(a_ref[j], [k] if k != RECONSTRUCTION_INDEX else [])
-                               for j, (_, _, k) in enumerate(batch)])
-            seeds = [args.seed + 1000 * i + k for _, i, k in batch]
+            a_q = torch.stack([query_from_indices(a_ref[j], ev.edit_attributes(k)) for j, (_, _, k) in enumerate(batch)])
+            seeds = [ev.edit_seed(args.seed, i, k) for _, i, k in batch]
             truth = (torch.cat([source.ground_truth(i, a_q[j]) for j, (_, i, _) in enumerate(batch)])
                      if isinstance(source, SyntheticFaces) else None)  # synthetic faces only
             if method == ev.GROUND_TRUTH:
@@ -383,7 +445,7 @@ def run_edits(args, editor, eval_classifier, source, options, todo, columns, lpi
                 os.makedirs(os.path.dirname(image_path), exist_ok=True)
                 save_png(pixels[j], image_path)
                 row = {"method": method, source.item_column: index, "attribute": attribute,
-                       "direction": ev.direction(a_ref[j], attribute),
+                       "direction": ev.edit_direction(a_ref[j], attribute),
                        **{name: float(values[j]) for name, values in measures.items()},
                        # Per image: each image goes through every (batched) UNet call once.
                        "unet_evals": float(result.unet_evals), "seconds": result.seconds / len(batch)}
@@ -392,8 +454,78 @@ def run_edits(args, editor, eval_classifier, source, options, todo, columns, lpi
             progress.finish(method, len(batch), result.unet_evals)
 
 
-def write_reports(args, source, methods, items, rows, columns, notes, inception):
-    """results.csv, results.md, summary.png and one sample grid per method (rank 0, after every edit)."""
+def write_reports(args, source, methods, split_items, done, columns, notes, inception):
+    """Rank 0, after every edit: for the single split results.csv, summary.png, grid_<method>.png
+    and results.md's tables; for each extra split (`split_items`: split -> its items) its CSV, grids
+    and section of results.md. Returns (overall rows of the single split, measures)."""
+    measures = list(columns[ev.MEASURE_START:])
+    synthetic = isinstance(source, SyntheticFaces)
+    inputs_name = "synthetic faces" if synthetic else os.path.basename(os.path.normpath(args.dataset_dir))
+    title = f"Edit evaluation on {inputs_name}"
+    overall, text = [], [f"# {title}", "", *[f"- {n}" for n in notes], ""]
+    if split_items.get("single"):
+        items = split_items["single"]
+        overall, text = write_single_reports(args, source, methods, items, [done[it] for it in items], columns,
+                                             notes, inception, title)
+    for split, (heading, describe) in EXTRA_SPLITS.items():
+        items = split_items.get(split)
+        if not items:
+            continue
+        rows = [done[it] for it in items]
+        split_columns = JOINT_CSV_COLUMNS if split == "joint" else columns
+        csv_rows = [dict(r, pair="+".join(map(str, ev.edit_attributes(r["attribute"])))) for r in rows]
+        ev.write_rows_atomic(os.path.join(args.output_dir, f"results_{split}.csv"), csv_rows, split_columns)
+        write_grids(args, source, methods, items, f"grid_{split}_")
+        text += [ev.split_markdown(heading, describe(args, source, items), rows, measures,
+                                   reference=ev.DEFAULT_METHOD), ""]
+    ev.write_text_atomic(os.path.join(args.output_dir, "results.md"), "\n".join(text).rstrip("\n") + "\n")
+    return overall, measures
+
+
+# The joint split's CSV names the pair ('9+15') where the rows hold its code.
+JOINT_CSV_COLUMNS = ("method", "identity", "pair") + ev.SYNTHETIC_COLUMNS[ev.KEY_COLUMNS:]
+
+
+def _describe_joint(args, source, items):
+    pairs = list(dict.fromkeys(k for _, _, k in items))
+    which = (f"for each pair, the first {source.per_direction} identities of seed {source.seed} for each of the "
+             f"four combinations of the two attributes" if source.per_direction else "every identity")
+    return [f"Two editable attributes flipped at once, each in the direction that changes it for the identity: "
+            f"{', '.join(ev.edit_name(k) for k in pairs)}; {which}. `direction` names the two in order "
+            "(add+remove: the first added, the second removed).",
+            "success: both flipped attributes read as the query by the evaluation classifier (threshold 0.5); "
+            "preservation: the other 18; psnr_gt / l1_gt: to the identity rendered with both flipped; "
+            "l1_outside_mask and region_iou: against the union of the two attributes' masks.",
+            f"Seeds: a pair a+b of input i uses the seed of a's single edit ({args.seed} + 1000 i + a).",
+            "Paired differences match edits on identity and pair.", _passed_over(source, pairs)]
+
+
+def _describe_noneditable(args, source, items):
+    attributes = list(dict.fromkeys(k for _, _, k in items))
+    notes = [f"Single flips of attributes the editor is not offered for: {', '.join(ev.edit_name(k) for k in attributes)}"
+             + (f"; per attribute the first {source.per_direction} identities of seed {source.seed} with it and the "
+                f"first {source.per_direction} without it" if source.per_direction else "") + ".",
+             "Left out: flips the renderer cannot draw as labelled — a vector its sampler never makes (a second "
+             "hair colour; straight and wavy together; bangs on a bald head: the renderer would show the first "
+             "colour, both textures, no bangs) — and flips that render no change (straight or wavy on a bald "
+             "head). The ground truth of every edit kept is the renderer's image of the flipped labels."]
+    return notes + [_passed_over(source, attributes)]
+
+
+def _passed_over(source, codes):
+    """The note counting the identities `inputs_for(drawable_only=True)` passed over, per edit and reason."""
+    counts = [f"{ev.edit_name(k)}: " + ", ".join(f"{n} ({why})" for why, n in sorted(source.left_out[k].items()))
+              for k in codes if source.left_out.get(k)]
+    return "Identities passed over (flip not drawable as labelled): " + ("; ".join(counts) or "none") + "."
+
+
+# Extra splits: name -> (results.md heading, notes for its section).
+EXTRA_SPLITS = {"joint": ("Joint edits", _describe_joint),
+                "noneditable": ("Non-editable attributes", _describe_noneditable)}
+
+
+def write_single_reports(args, source, methods, items, rows, columns, notes, inception, title):
+    """The single split's results.csv, summary.png, grids; returns (overall, results.md lines)."""
     out = args.output_dir
     ev.write_rows_atomic(os.path.join(out, "results.csv"), rows, columns)
     measures = list(columns[ev.MEASURE_START:])
@@ -403,34 +535,37 @@ def write_reports(args, source, methods, items, rows, columns, notes, inception)
     if inception is not None:
         add_fid(args, source, rows, overall, inception)
     synthetic = isinstance(source, SyntheticFaces)
-    inputs_name = "synthetic faces" if synthetic else os.path.basename(os.path.normpath(args.dataset_dir))
-    title = f"Edit evaluation on {inputs_name}"
     interval_measures = [m for m in measures if m not in ("seconds", "unet_evals")]
     intervals = ev.interval_tables(rows, interval_measures, reference=ev.DEFAULT_METHOD, keys=(source.item_column,
                                                                                             "attribute"))
-    ev.write_text_atomic(os.path.join(out, "results.md"),
-                         ev.results_markdown(title, notes, per_attribute, overall, measures, per_direction,
-                                             intervals=intervals))
+    text = ev.results_markdown(title, notes, per_attribute, overall, measures, per_direction, intervals=intervals)
     fidelity = ("psnr_gt", "PSNR to the ground truth (dB)") if synthetic else ("psnr_input", "PSNR to the input (dB)")
     ev.plot_summary(overall, per_attribute, os.path.join(out, "summary.png"), *fidelity)
+    write_grids(args, source, methods, items, "grid_")
+    return overall, [text]
+
+
+def write_grids(args, source, methods, items, prefix):
+    """<prefix><method>.png per method: rows of input, ground truth (synthetic faces) and edit."""
+    out = args.output_dir
+    synthetic = isinstance(source, SyntheticFaces)
     for method in methods:
         shown = grid_items([it for it in items if it[0] == method], args.grid_rows)
         images, titles = [], []
         for _, index, attribute in shown:
             a_ref = source.labels(index)
-            a_q = query_from_indices(a_ref, [attribute] if attribute != RECONSTRUCTION_INDEX else [])
+            a_q = query_from_indices(a_ref, ev.edit_attributes(attribute))
             edit_path = edit_image_path(out, method, index, attribute)
             edited = to_uint8(to_tensor(_read_png(edit_path)))[0] if os.path.isfile(edit_path) else None
             row = [to_uint8(source.image(index))[0]]
             if synthetic:
                 row.append(to_uint8(source.ground_truth(index, a_q))[0])
             images.append(row + [edited])
-            sign = {"add": "+", "remove": "-", "none": ""}[ev.direction(a_ref, attribute)]
-            name = "reconstruction" if attribute == RECONSTRUCTION_INDEX else ATTRIBUTE_NAMES[attribute]
-            titles.append(f"{index}: {sign}{name}")
+            signs = {"add": "+", "remove": "-"}
+            name = " ".join(signs[ev.direction(a_ref, k)] + ATTRIBUTE_NAMES[k] for k in ev.edit_attributes(attribute))
+            titles.append(f"{index}: {name or 'reconstruction'}")
         columns_shown = ["input", "ground truth", "edit"] if synthetic else ["input", "edit"]
-        save_image_atomic(ev.sample_grid(images, titles, columns_shown), os.path.join(out, f"grid_{method}.png"))
-    return overall, measures
+        save_image_atomic(ev.sample_grid(images, titles, columns_shown), os.path.join(out, f"{prefix}{method}.png"))
 
 
 def grid_items(method_items, count):
@@ -470,9 +605,16 @@ def add_fid(args, source, rows, overall, inception):
 
 
 def check_flags(args, real):
-    """Validate the flags before anything is loaded: (methods, attributes, evaluation classifier path or None)."""
+    """Validate the flags before anything is loaded: (methods, edits per split {split: edit codes},
+    evaluation classifier path or None)."""
     methods = ev.parse_methods(expand_methods(args.methods, real), synthetic=not real)
-    attributes = parse_attributes(args.attributes, real)
+    splits = dict(single=parse_attributes(args.attributes, real), joint=ev.parse_joint_pairs(args.joint_pairs),
+                  noneditable=ev.parse_noneditable(args.noneditable))
+    if real and (splits["joint"] or splits["noneditable"]):
+        raise ValueError("--joint_pairs and --noneditable need synthetic faces (their ground truth is the "
+                         "renderer's): not with --dataset_dir")
+    if not any(splits.values()):
+        raise ValueError("nothing to evaluate: --attributes none without --joint_pairs or --noneditable")
     if args.per_direction is not None and (real or args.num_identities is not None):
         raise ValueError("--per_direction picks synthetic identities itself: not with --dataset_dir or --num_identities")
     for flag in ("num_identities", "per_direction", "batch_size", "steps", "paper_steps"):
@@ -492,12 +634,12 @@ def check_flags(args, real):
         require_file(eval_path, "evaluation classifier (--eval_classifier_path)")
     if args.inception_weights is not None:
         require_file(args.inception_weights, "inception weights (--inception_weights)")
-    return methods, attributes, eval_path
+    return methods, splits, eval_path
 
 
 def evaluate(args, comm, rank, world):
     real = args.dataset_dir is not None
-    methods, attributes, eval_path = check_flags(args, real)
+    methods, splits, eval_path = check_flags(args, real)
     threads = args.threads or (max(1, (os.cpu_count() or 1) // world) if world > 1 else 0)
     if threads:
         torch.set_num_threads(threads)
@@ -536,6 +678,8 @@ def evaluate(args, comm, rank, world):
               f"Models: diffusion `{args.model_path}`, guidance classifier `{args.classifier_path}`, evaluation "
               f"classifier `{eval_path or args.classifier_path}`.",
               f"Seeds: edit of input i, attribute k uses {args.seed} + 1000 i + k."]
+    if not splits["single"]:
+        notes.append("No single edits of the editable attributes (--attributes none).")
     notes += [f"`{m}`: {ev.describe_options(o, int(editor.config['diffusion_steps']))}." for m, o in options.items()]
     if ev.GROUND_TRUTH in methods:
         notes.append(f"`{ev.GROUND_TRUTH}`: no model, the renderer's counterfactual of each input scored as an "
@@ -557,8 +701,14 @@ def evaluate(args, comm, rank, world):
         comm.Barrier()
         check_run_config(run_json, config, may_write=False)
 
-    inputs = {k: source.inputs_for(k) for k in attributes}
-    items = [(m, i, k) for m in methods for k in attributes for i in inputs[k]]
+    # Each split's edits; the extra splits keep only flips the renderer draws as labelled. An edit
+    # in two splits (a non-editable attribute also in --attributes) is made once.
+    split_items = {}
+    for split, codes in splits.items():
+        inputs = {k: source.inputs_for(k, drawable_only=True) if split != "single" else source.inputs_for(k)
+                  for k in codes}
+        split_items[split] = [(m, i, k) for m in methods for k in codes for i in inputs[k]]
+    items = list(dict.fromkeys(it for split_list in split_items.values() for it in split_list))
     done = finished_rows(args.output_dir, columns)
     todo = [it for n, it in enumerate(items) if n % world == rank and it not in done]
     skipped = sum(1 for n, it in enumerate(items) if n % world == rank and it in done)
@@ -577,10 +727,14 @@ def evaluate(args, comm, rank, world):
     if missing:
         print(f"{len(items) - len(missing)} of {len(items)} edits done; rerun the same command to continue.")
         return 0
-    rows = [done[it] for it in items]
-    overall, measures = write_reports(args, source, methods, items, rows, columns, notes, inception)
-    print(ev.markdown_table(overall, ["method", "n", *measures] + (["fid"] if inception is not None else [])))
-    print(f"wrote {os.path.join(args.output_dir, 'results.csv')}, results.md, summary.png and grid_<method>.png")
+    overall, measures = write_reports(args, source, methods, split_items, done, columns, notes, inception)
+    if overall:
+        print(ev.markdown_table(overall, ["method", "n", *measures] + (["fid"] if inception is not None else [])))
+        print(f"wrote {os.path.join(args.output_dir, 'results.csv')}, results.md, summary.png and grid_<method>.png")
+    for split in EXTRA_SPLITS:
+        if split_items[split]:
+            print(f"{split}: {len(split_items[split])} edits in results_{split}.csv, grid_{split}_<method>.png and "
+                  f"their section of {os.path.join(args.output_dir, 'results.md')}")
     return 0
 
 

@@ -545,3 +545,162 @@ def test_bad_input_exits_2_from_the_command_line(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.strip().startswith("error:") and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+# --------------------------------------------------------------------------- the joint and non-editable splits
+
+def test_split_specs_edit_codes_and_renderer_rules():
+    assert ev.parse_joint_pairs(None) == [] and ev.parse_joint_pairs("none") == []
+    assert ev.parse_joint_pairs("default") == [ev.joint_code(a, b) for a, b in ev.DEFAULT_JOINT_PAIRS]
+    assert ev.parse_joint_pairs(" 15+9, 2+12") == [915, 212]  # either order names one pair
+    for code, flipped, label in ((915, [9, 15], "09+15"), (9, [9], "09"), (20, [], "20"), (1118, [11, 18], "11+18")):
+        assert ev.edit_attributes(code) == flipped and ev.edit_label(code) == label
+    assert ev.edit_name(915) == "9+15 Eyeglasses+Smiling" and ev.edit_name(3) == "3 Bald"
+    a_ref = torch.zeros(20)
+    a_ref[15] = 1
+    assert ev.edit_direction(a_ref, 915) == "add+remove" and ev.edit_direction(a_ref, 20) == "none"
+    assert ev.edit_seed(0, 2, 915) == ev.edit_seed(0, 2, 9) == 2009 and ev.edit_seed(5, 1, 20) == 1025
+    assert ev.parse_noneditable("all") == list(ev.NON_EDITABLE_ATTRIBUTES) and len(ev.NON_EDITABLE_ATTRIBUTES) == 13
+    assert not set(ev.NON_EDITABLE_ATTRIBUTES) & set(evaluate_edits.EDITABLE_ATTRIBUTES)
+    assert ev.parse_noneditable("3, 16") == [3, 16] and ev.parse_noneditable("none") == []
+    # The sampler's hard rules, which the renderer would draw otherwise than labelled.
+    a = torch.zeros(20)
+    assert ev.renderer_rule_broken(a) is None
+    a[[5, 6]] = 1
+    assert ev.renderer_rule_broken(a) == "two hair colours"
+    a = torch.zeros(20)
+    a[[3, 4]] = 1
+    assert ev.renderer_rule_broken(a) == "bangs on a bald head"
+    a = torch.zeros(20)
+    a[[16, 17]] = 1
+    assert ev.renderer_rule_broken(a) == "straight and wavy hair"
+
+
+def test_flips_the_renderer_cannot_draw_are_passed_over():
+    faces = evaluate_edits.SyntheticFaces(1000, 40, SIZE)  # identities 17, 24 and 37 are bald
+    bald = [i for i in range(40) if example_face(1000, i)[1][3]]
+    plain_bald = next(i for i in bald if not example_face(1000, i)[1][16] and not example_face(1000, i)[1][17])
+    assert faces.flip_problem(plain_bald, 4) == "bangs on a bald head"
+    assert faces.flip_problem(plain_bald, 16) == "no visible change"  # no hair on top to straighten
+    assert faces.flip_problem(plain_bald, 3) is None  # growing the hair back is drawn
+    kept = faces.inputs_for(4, drawable_only=True)
+    assert not set(bald) & set(kept) and faces.left_out[4] == {"bangs on a bald head": len(bald)}
+    assert faces.inputs_for(4) == list(range(40))  # the single split keeps every identity
+    for i in kept:
+        assert faces.flip_problem(i, 4) is None
+    # A pair with per_direction K: the first K identities of each of the four combinations.
+    faces = evaluate_edits.SyntheticFaces(1000, None, SIZE, per_direction=2)
+    chosen = faces.inputs_for(ev.joint_code(9, 19), drawable_only=True)
+    combos = [tuple(int(example_face(1000, i)[1][k]) for k in (9, 19)) for i in chosen]
+    assert sorted(combos) == sorted([(0, 0), (0, 1), (1, 0), (1, 1)] * 2)
+    mask = faces.allowed_mask(chosen[0], 915)
+    assert torch.equal(mask, faces.allowed_mask(chosen[0], 9) | faces.allowed_mask(chosen[0], 15))
+
+
+def _readings(eval_classifier_path, image_path):
+    from preprocess.classifier import load_classifier
+
+    clf = load_classifier(eval_classifier_path, device="cpu")
+    with torch.no_grad():
+        return clf(to_tensor(evaluate_edits._read_png(image_path)).float())[0] > 0.5
+
+
+def test_joint_split_needs_both_attributes_and_resumes(models, tmp_path):
+    out = tmp_path / "joint"
+    flags = [f for f in common_flags(models, out, methods=f"{ev.DEFAULT_METHOD},{ev.GROUND_TRUTH}", attributes="9",
+                                     joint_pairs="15+9") if not f.startswith("--num_identities")]
+    flags.append("--per_direction=1")
+    # A killed run: the 4 single edits and the first joint one; mark them (a redone edit loses the mark).
+    assert evaluate_edits.main(flags + ["--max_edits=5"]) == 0
+    first = ev.read_rows(str(out / "partial_rank0.csv"), ev.SYNTHETIC_COLUMNS)
+    assert [r["attribute"] for r in first] == [9, 9, 9, 9, 915]
+    for row in first:
+        row["seconds"] = 1234.5
+    ev.write_rows_atomic(str(out / "partial_rank0.csv"), first, ev.SYNTHETIC_COLUMNS)
+    assert evaluate_edits.main(flags) == 0
+    single = read_results(out)
+    with open(out / "results_joint.csv", newline="") as f:
+        joint = list(csv.DictReader(f))
+    assert {r["attribute"] for r in single} == {"9"} and len(single) == 4  # no joint edit among the single ones
+    assert len(joint) == 2 * 4 and {r["pair"] for r in joint} == {"9+15"}
+    assert sum(float(r["seconds"]) == 1234.5 for r in single) == 4
+    assert sum(float(r["seconds"]) == 1234.5 for r in joint) == 1
+    for method in (ev.DEFAULT_METHOD, ev.GROUND_TRUTH):
+        rows = [r for r in joint if r["method"] == method]
+        assert sorted(r["direction"] for r in rows) == ["add+add", "add+remove", "remove+add", "remove+remove"]
+        # One file per edit: a pair's name cannot collide with the single edit of the same identity.
+        names = set(os.listdir(out / "images" / method))
+        assert len(names) == 2 + 4 and sum("_09+15.png" in n for n in names) == 4
+        shared = {int(r["identity"]) for r in rows} & {int(r["identity"]) for r in single}
+        assert shared and all({f"{i:05d}_09.png", f"{i:05d}_09+15.png"} <= names for i in shared)
+    # success: both flipped attributes read as the query by the evaluation classifier.
+    either_only = 0
+    for r in joint:
+        identity = int(r["identity"])
+        a_q = np.array(example_face(1000, identity)[1])
+        a_q[[9, 15]] ^= 1
+        read = _readings(models["eval_classifier"],
+                         evaluate_edits.edit_image_path(str(out), r["method"], identity, 915)).numpy()
+        hits = [bool(read[k]) == bool(a_q[k]) for k in (9, 15)]
+        assert float(r["success"]) == float(all(hits)), r
+        either_only += any(hits) and not all(hits)
+        if r["method"] == ev.GROUND_TRUTH:
+            # The counterfactual changes pixels only inside the union of the two masks.
+            assert float(r["psnr_gt"]) >= 99 and float(r["l1_outside_mask"]) == 0
+        else:
+            assert 0 <= float(r["region_iou"]) <= 1
+    assert either_only > 0  # some edits read one attribute right and not the other: success 0
+    md = (out / "results.md").read_text()
+    assert "## Per method and attribute" in md and "## Joint edits" in md
+    section = md.split("## Joint edits")[1]
+    assert "| 9+15 Eyeglasses+Smiling |" in section and "### Per method, with 95 % bootstrap intervals" in section
+    assert f"### Paired differences against {ev.DEFAULT_METHOD}" in section and "add+remove" in section
+    assert (out / f"grid_joint_{ev.GROUND_TRUTH}.png").is_file() and (out / f"grid_{ev.GROUND_TRUTH}.png").is_file()
+
+
+def test_noneditable_split_gets_its_own_table(models, tmp_path):
+    out = tmp_path / "noneditable"
+    flags = [f for f in common_flags(models, out, methods=ev.GROUND_TRUTH, attributes="none", noneditable="4,5")
+             if not f.startswith("--num_identities")]
+    assert evaluate_edits.main(flags + ["--per_direction=2"]) == 0
+    assert not (out / "results.csv").exists()  # no single split
+    with open(out / "results_noneditable.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    for k in ("4", "5"):
+        assert sorted(r["direction"] for r in rows if r["attribute"] == k) == ["add", "add", "remove", "remove"]
+    for r in rows:
+        a_q = np.array(example_face(1000, int(r["identity"]))[1])
+        a_q[int(r["attribute"])] ^= 1
+        assert ev.renderer_rule_broken(a_q) is None and float(r["psnr_gt"]) >= 99
+    md = (out / "results.md").read_text()
+    assert "## Per method and attribute" not in md and "--attributes none" in md
+    section = md.split("## Non-editable attributes")[1]
+    assert "| ground_truth | 4 Bangs | 4 |" in section and "| ground_truth | 5 Black_Hair |" in section
+    assert "### Per method, with 95 % bootstrap intervals" in section and "Identities passed over" in section
+    assert "two hair colours" in section  # adding black hair to a blond identity is left out
+    assert (out / f"grid_noneditable_{ev.GROUND_TRUTH}.png").is_file()
+
+
+@pytest.mark.parametrize("flag,message", [
+    ("--joint_pairs=9+21", "attribute index 21 out of range"),
+    ("--joint_pairs=9+9", "pairs attribute 9 with itself"),
+    ("--joint_pairs=9+3", "3 (Bald) is not editable"),
+    ("--joint_pairs=9+15,15+9", "listed twice"),
+    ("--joint_pairs=9,15", "is not a pair"),
+    ("--noneditable=9", "is editable"),
+    ("--noneditable=3,x", "'x' is not an attribute index"),
+])
+def test_bad_split_specs_are_one_error_before_models_load(models, tmp_path, capsys, monkeypatch, flag, message):
+    def no_models(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(evaluate_edits, "AttributeEditor", no_models)
+    out = tmp_path / "bad"
+    assert evaluate_edits.main(common_flags(models, out) + [flag]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and message in err and len(err.splitlines()) == 1, err
+    assert not out.exists() or not os.listdir(out)
+    assert evaluate_edits.main(common_flags(models, out, attributes="none")) == 2
+    assert "nothing to evaluate" in capsys.readouterr().err
+    assert evaluate_edits.main(common_flags(models, out, dataset_dir=str(tmp_path), joint_pairs="default")) == 2
+    assert "need synthetic faces" in capsys.readouterr().err
