@@ -29,7 +29,9 @@ def report(summaries):
         print(f"{s['input']}: edit {s['edit']}")
         for e in s["edits"]:
             psnr = "not finite" if e["psnr_to_input"] is None else f"{e['psnr_to_input']:.1f} dB"
-            print(f"  {e['query']}: {_verdict(e)}; PSNR to input {psnr}")
+            region = ("" if e.get("region_fraction") is None or e["kind"] != "edit"
+                      else f"; edit region {100 * e['region_fraction']:.1f}% of the image")
+            print(f"  {e['query']}: {_verdict(e)}; PSNR to input {psnr}{region}")
         for note in s["notes"]:
             print(f"  note: {note}")
         for w in s["warnings"]:

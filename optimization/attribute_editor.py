@@ -31,7 +31,7 @@ from .cli_checks import (check_checkpoint_file, parse_domain_reference, prefligh
                          resolve_eval_classifier_path)
 from .queries import (NUM_ATTRIBUTES, attribute_label, check_attribute_index, flipped_indices,  # noqa: F401
                       parse_attribute_indices, parse_attribute_vector, parse_index_list, query_from_indices)
-from .visualization import labelled_grid, save_gif, save_image_atomic
+from .visualization import labelled_grid, region_overlay, save_gif, save_image_atomic
 
 IMAGE_INDEX = 0
 ATTRIBUTE_INDEX = 9  # Eyeglasses
@@ -48,6 +48,11 @@ GUIDANCE_JUDGE_NOTE = ("the guidance classifier steered the edit, so it is a bia
 EVAL_JUDGE_NOTE = "an independently trained classifier that the edit never saw: the fairer judge"
 # An edited image this far from its input is no longer the input's face.
 MIN_PSNR_DB = 10.0
+# The grid's cell side in pixels (a 64 px image is drawn at twice its size).
+GRID_CELL = 128
+REGION_FRACTION_RULE = ("region_fraction: the fraction of the image's pixels where the edit's inferred region is "
+                        "> 0.5 (0 for a reconstruction: nothing is re-sampled; null with --region none: the whole "
+                        "image is re-sampled)")
 
 
 # --------------------------------------------------------------------------- judging an edit
@@ -296,6 +301,7 @@ def run_jobs(args, editor, jobs, opts, judges=None):
                 image=res.images[k:k + 1].cpu(), seconds=per_image_seconds,
                 unet_evals=res.unet_evals / len(chunk),
                 frames=[f[k:k + 1] for f in res.frames],
+                region=None if res.region is None else res.region[k:k + 1].float().cpu(),
                 warnings=list(batch_warnings) if q[1] else [])
         if bar is not None:
             bar.update(len(chunk))
@@ -309,6 +315,8 @@ def _write_job(args, job, results, opts, judges, grid_name, json_name):
     os.makedirs(args.output_path, exist_ok=True)
     x = job.x
     row, captions, records = [to_uint8(x)[0]], ["input"], []
+    # Under each edit: the input dimmed outside the edit's region (blank under the input and the reconstruction).
+    region_row, region_captions = [None], [""]
     before = {who: _read(c, x) for who, c in judges.items() if c is not None}
     job_warnings = []
     if job.domain is not None and job.domain["out_of_domain"]:
@@ -331,18 +339,26 @@ def _write_job(args, job, results, opts, judges, grid_name, json_name):
             if job.domain is not None and job.domain["out_of_domain"] and judged["kind"] == "edit":
                 # The classifiers' readings of an input unlike their training faces mean little: no verdict.
                 judged["edit_success"], judged["judged_by"] = None, None
-            rec = dict(query=label, iteration=it, file=path, **judged,
+            rec = dict(query=label, iteration=it, file=path, **judged, region_fraction=region_fraction(r["region"]),
                        seconds=round(r["seconds"], 3), unet_evals=r["unet_evals"], warnings=edit_warnings)
             records.append(rec)
             job_warnings.extend(f"edit {label}: {w}" for w in edit_warnings if f"edit {label}: {w}" not in job_warnings)
             row.append(to_uint8(img)[0])
             captions.append(_caption(job.a_ref, rec, job.domain))
+            drawn = r["region"] is not None and rec["kind"] == "edit"
+            region_row.append(region_overlay(to_uint8(x)[0], r["region"][0, 0].numpy(), GRID_CELL)
+                              if drawn else None)
+            region_captions.append(f"edit region\n{_percent(rec['region_fraction'])} of the image" if drawn else "")
+    rows, row_captions = [row], [captions]
+    if any(cell is not None for cell in region_row):
+        rows.append(region_row)
+        row_captions.append(region_captions)
     grid_path = os.path.join(args.output_path, grid_name)
-    save_image_atomic(labelled_grid([row], [captions]), grid_path)
+    save_image_atomic(labelled_grid(rows, row_captions, cell=GRID_CELL), grid_path)
     json_path = os.path.join(args.output_path, json_name)
     summary = dict(
         input=job.name, edit=job.label, grid=grid_path, json=json_path,
-        success_rule=SUCCESS_RULE,
+        success_rule=SUCCESS_RULE, region_fraction_rule=REGION_FRACTION_RULE,
         judges={"guidance": dict(path=args.attribute_cpk_path or None, note=GUIDANCE_JUDGE_NOTE),
                 "evaluation": dict(path=getattr(args, "resolved_eval_classifier_path", None), note=EVAL_JUDGE_NOTE)
                 if judges.get("evaluation") is not None else None},
@@ -357,6 +373,19 @@ def _write_job(args, job, results, opts, judges, grid_name, json_name):
     summary = _finite_json(summary)
     atomic_write(json_path, json.dumps(summary, indent=2, allow_nan=False))
     return summary
+
+
+def region_fraction(region):
+    """Fraction of the pixels where `region` [1, 1, H, W] is > 0.5 (the evaluation's IoU threshold); None
+    without a region."""
+    if region is None:
+        return None
+    return round(float((region > 0.5).float().mean()), 4)
+
+
+def _percent(fraction):
+    percent = 100 * fraction
+    return f"{percent:.1f}%" if percent < 10 else f"{percent:.0f}%"  # regions are often a few % of the face
 
 
 def out_of_domain_line(domain):
