@@ -7,8 +7,9 @@ the synthetic faces of a held-out seed):
     images/cycle_schemas.png            step-to-origin vs step-by-step on the same inputs
     images/reconstruction.png           inputs vs DDIM-inversion and edit-friendly reconstructions
     images/diffusion_samples.png        samples of the diffusion model under held-out faces' attributes
+    images/regions.png                  each edit's inferred region next to the renderer's mask, with the IoU
 
-    python scripts/make_figures.py [--preset fast] [--out_dir images]
+    python scripts/make_figures.py [--preset fast] [--out_dir images] [--only regions,reconstruction]
 """
 import argparse
 import os
@@ -18,10 +19,11 @@ import torch
 
 from optimization.arguments import DEFAULT_CLASSIFIER_PATH, DEFAULT_MODEL_PATH, PRESETS
 from optimization.editor import AttributeEditor, EditOptions
-from optimization.image_io import load_dataset_item, to_uint8
+from optimization.image_io import load_dataset_item, synthetic_seed, to_uint8
 from optimization.queries import query_from_indices
-from optimization.visualization import labelled_grid, save_image_atomic
+from optimization.visualization import labelled_grid, region_overlay, save_image_atomic
 from preprocess.attributes import ATTRIBUTE_SHORT_NAMES, EDITABLE_ATTRIBUTES
+from preprocess.synthetic_faces import attribute_mask, example_face
 
 HELD_OUT = "synthetic:1000"
 
@@ -111,6 +113,49 @@ def figure_samples(editor, indices, seed, per_row=6):
     return labelled_grid(rows, captions, row_titles=titles)
 
 
+def figure_regions(editor, opts, indices, seed, cell=96):
+    """Per editable attribute (rows) and held-out face (column pairs): the region the editor inferred
+    for that edit | the renderer's mask of the pixels the attribute may touch, both drawn on the
+    input; the caption gives their IoU (region > 0.5, as the benchmark's region_iou). Prints the
+    IoUs. Returns (image, {attribute: [IoU per face]})."""
+    from optimization.evaluation import region_iou
+
+    size = editor.image_size
+    top, top_captions = [], []
+    cells = {k: ([], []) for k in EDITABLE_ATTRIBUTES}
+    ious = {k: [] for k in EDITABLE_ATTRIBUTES}
+    for index in indices:
+        x, a = load_dataset_item(HELD_OUT, index, size)
+        identity, _ = example_face(synthetic_seed(HELD_OUT), index)
+        n = len(EDITABLE_ATTRIBUTES)
+        a_ref = a.expand(n, -1)
+        a_q = torch.stack([query_from_indices(a, [k]) for k in EDITABLE_ATTRIBUTES])
+        result = editor.edit(x.expand(n, -1, -1, -1), a_ref, a_q, opts, seeds=[seed], progress=True)
+        if result.region is None:
+            raise ValueError("the options infer no region (region 'none'): nothing to draw")
+        masks = torch.stack([torch.from_numpy(attribute_mask(identity, k, size)) for k in EDITABLE_ATTRIBUTES])
+        iou = region_iou(result.region, masks, a_ref, a_q)
+        face = to_uint8(x)[0]
+        top += [face, None]
+        top_captions += [f"held-out face {index}", ""]
+        for j, k in enumerate(EDITABLE_ATTRIBUTES):
+            ious[k].append(float(iou[j]))
+            images, captions = cells[k]
+            images += [region_overlay(face, result.region[j, 0].float().cpu().numpy(), cell),
+                       region_overlay(face, masks[j].numpy().astype("float32"), cell)]
+            captions += [f"{caption(a, [k])} inferred\nIoU {float(iou[j]):.2f}", "renderer's\nmask"]
+    rows = [top] + [cells[k][0] for k in EDITABLE_ATTRIBUTES]
+    captions = [top_captions] + [cells[k][1] for k in EDITABLE_ATTRIBUTES]
+    titles = ["input"] + [f"{ATTRIBUTE_SHORT_NAMES[k]}\nmean IoU\n{sum(ious[k]) / len(ious[k]):.2f}"
+                          for k in EDITABLE_ATTRIBUTES]
+    for k in EDITABLE_ATTRIBUTES:
+        print(f"region IoU {k:2d} {ATTRIBUTE_SHORT_NAMES[k]:>10}: " + " ".join(f"{v:.3f}" for v in ious[k])
+              + f"  mean {sum(ious[k]) / len(ious[k]):.3f}")
+    every = [v for k in EDITABLE_ATTRIBUTES for v in ious[k]]
+    print(f"region IoU, all {len(every)} edits: mean {sum(every) / len(every):.3f}")
+    return labelled_grid(rows, captions, row_titles=titles, cell=cell), ious
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model_path", default=DEFAULT_MODEL_PATH)
@@ -119,7 +164,8 @@ def main(argv=None):
     p.add_argument("--out_dir", default="images")
     p.add_argument("--index", type=int, default=0, help="held-out identity of the all-attributes figure")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--only", default=None, help="comma list of figure names to redraw (default: all)")
+    p.add_argument("--only", default=None, help="comma list of figures to redraw, e.g. regions,reconstruction "
+                   "(file names with or without .png; default: all)")
     args = p.parse_args(argv)
     try:
         editor = AttributeEditor(args.model_path, args.classifier_path, device="cpu")
@@ -132,8 +178,11 @@ def main(argv=None):
             "cycle_schemas.png": lambda: figure_schemas(editor, args.preset, indices[:6], args.seed),
             "reconstruction.png": lambda: figure_reconstruction(editor, indices, args.seed),
             "diffusion_samples.png": lambda: figure_samples(editor, [0, 1, 4, 5], args.seed),
+            "regions.png": lambda: figure_regions(editor, opts, indices[:4], args.seed)[0],
         }
-        wanted = set(args.only.split(",")) if args.only else set(figures)
+        # A name with or without its .png: --only regions
+        wanted = ({n if n.endswith(".png") else n + ".png" for n in args.only.split(",")} if args.only
+                  else set(figures))
         unknown = wanted - set(figures)
         if unknown:
             raise ValueError(f"unknown figure {', '.join(sorted(unknown))}; choose from {', '.join(figures)}")
