@@ -52,6 +52,7 @@ import csv
 import functools
 import itertools
 import json
+import math
 import os
 import sys
 
@@ -462,6 +463,7 @@ def write_reports(args, source, methods, split_items, done, columns, notes, ince
     synthetic = isinstance(source, SyntheticFaces)
     inputs_name = "synthetic faces" if synthetic else os.path.basename(os.path.normpath(args.dataset_dir))
     title = f"Edit evaluation on {inputs_name}"
+    notes = list(notes) + diverged_notes([done[it] for items in split_items.values() for it in items], synthetic)
     overall, text = [], [f"# {title}", "", *[f"- {n}" for n in notes], ""]
     if split_items.get("single"):
         items = split_items["single"]
@@ -480,6 +482,18 @@ def write_reports(args, source, methods, split_items, done, columns, notes, ince
                                    reference=ev.DEFAULT_METHOD), ""]
     ev.write_text_atomic(os.path.join(args.output_dir, "results.md"), "\n".join(text).rstrip("\n") + "\n")
     return overall, measures
+
+
+def diverged_notes(rows, synthetic):
+    """One note per method with edits whose image is not finite (their pixel measures are NaN and
+    left out of the means; their success counts as a failure), so that no mean hides them."""
+    pixel = "psnr_gt" if synthetic else "l1_input"
+    counts = {}
+    for r in rows:
+        if r["method"] != ev.GROUND_TRUTH and not math.isfinite(r[pixel]):
+            counts[r["method"]] = counts.get(r["method"], 0) + 1
+    return [f"**{m}: {c} edit(s) diverged** (non-finite image): counted as failures, left out of the pixel "
+            f"measures' means" for m, c in counts.items()]
 
 
 # The joint split's CSV names the pair ('9+15') where the rows hold its code.

@@ -704,3 +704,13 @@ def test_bad_split_specs_are_one_error_before_models_load(models, tmp_path, caps
     assert "nothing to evaluate" in capsys.readouterr().err
     assert evaluate_edits.main(common_flags(models, out, dataset_dir=str(tmp_path), joint_pairs="default")) == 2
     assert "need synthetic faces" in capsys.readouterr().err
+
+
+def test_diverged_edits_are_named_in_the_report_not_hidden_by_the_means():
+    nan = float("nan")
+    rows = [dict(method="a", psnr_gt=30.0), dict(method="a", psnr_gt=nan), dict(method="b", psnr_gt=nan),
+            dict(method="b", psnr_gt=nan), dict(method="c", psnr_gt=25.0), dict(method=ev.GROUND_TRUTH, psnr_gt=nan)]
+    notes = evaluate_edits.diverged_notes(rows, synthetic=True)
+    assert notes == [f"**{m}: {c} edit(s) diverged** (non-finite image): counted as failures, left out of the "
+                     f"pixel measures' means" for m, c in (("a", 1), ("b", 2))]
+    assert evaluate_edits.diverged_notes([dict(method="a", l1_input=0.1)], synthetic=False) == []
