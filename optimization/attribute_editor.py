@@ -299,7 +299,7 @@ def run_jobs(args, editor, jobs, opts, judges=None):
         for k, (job, q, it) in enumerate(chunk):
             results[(job.name, q[0], it)] = dict(
                 image=res.images[k:k + 1].cpu(), seconds=per_image_seconds,
-                unet_evals=res.unet_evals / len(chunk),
+                unet_evals=res.unet_evals,
                 frames=[f[k:k + 1] for f in res.frames],
                 region=None if res.region is None else res.region[k:k + 1].float().cpu(),
                 warnings=list(batch_warnings) if q[1] else [])

@@ -193,7 +193,7 @@ def translate_weights(weights, weight_resolution, image_size):
 @dataclass
 class EditResult:
     images: torch.Tensor            # [N, 3, H, W] in [-1, 1]
-    unet_evals: int                 # forward passes of the UNet, inversion included
+    unet_evals: float               # UNet evaluations per image (inversion included), mean over the batch
     seconds: float
     frames: List[torch.Tensor]      # x0_hat per step (with record_frames)
     guidance_log: List[Dict]
@@ -202,16 +202,17 @@ class EditResult:
 
 
 class CountingModel(torch.nn.Module):
-    """Wraps the UNet to count its forward passes (batched calls count once)."""
+    """Wraps the UNet to count the images it evaluates: a call on a batch of B images adds B (calls on
+    a subset of the batch, e.g. the region's per-attribute passes, add only that subset)."""
 
     def __init__(self, model):
         super().__init__()
         self.model = model
-        self.calls = 0
+        self.images = 0
 
-    def forward(self, *args, **kwargs):
-        self.calls += 1
-        return self.model(*args, **kwargs)
+    def forward(self, x, *args, **kwargs):
+        self.images += x.shape[0]
+        return self.model(x, *args, **kwargs)
 
 
 def _per_sample_noise(seeds, shape, device, dtype):
@@ -371,7 +372,7 @@ class AttributeEditor:
         a_q = a_q.to(self.device, self.dtype).reshape(n, NUM_ATTRIBUTES)
         diffusion = self.diffusion(opts.timestep_respacing)
         k = opts.num_steps(diffusion.num_timesteps)
-        self.model.calls = 0
+        self.model.images = 0
         start = time.time()
         shape = tuple(x.shape[1:])
 
@@ -435,5 +436,5 @@ class AttributeEditor:
             warnings.warn(f"{int(bad.sum())} of {n} edited images have non-finite pixels (NaN or inf): the edit "
                           f"diverged (rows {bad.nonzero().flatten().tolist()}); its loss weights are too strong "
                           f"for this model: try --preset fast or smaller weights")
-        return EditResult(images=final.detach().clamp(-1, 1), unet_evals=self.model.calls,
+        return EditResult(images=final.detach().clamp(-1, 1), unet_evals=self.model.images / n,
                           seconds=time.time() - start, frames=frames, guidance_log=log, region=region)

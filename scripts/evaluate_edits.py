@@ -192,8 +192,9 @@ class _EditProgress:
     def _postfix(self, method=None):
         self.bar.set_postfix_str(f"{self.edits}/{self.total_edits} edits" + (f", {method}" if method else ""))
 
-    def _on_call(self, *_):
-        step = min(self.batch_size, self.batch_budget - self.batch_moved)
+    def _on_call(self, module, inputs, output):
+        rows = inputs[0].shape[0] if inputs else self.batch_size  # the images this call evaluated
+        step = min(rows, self.batch_budget - self.batch_moved)
         if step > 0:
             self.batch_moved += step
             self.bar.update(step)
