@@ -44,7 +44,7 @@ class EditOptions:
 
     sampler: str = _option("ddpm", "the sampler", ("ddim", "ddpm"))
     timestep_respacing: str = _option("25", "respacing of the model's steps: '' (all), '50', 'ddim25', '10,10,5'")
-    edit_strength: float = _option(0.6, "fraction of the (respaced) trajectory inverted and re-sampled, in (0, 1]")
+    edit_strength: float = _option(0.56, "fraction of the (respaced) trajectory inverted and re-sampled, in (0, 1]")
     skip_timesteps: Optional[int] = _option(
         None, "the paper's form of --edit_strength: respaced steps left out at the noisy end")
     inversion: str = _option(

@@ -10,7 +10,7 @@ card (checkpoints/README.md, "Tuning the fast preset").
 FAST = dict(
     sampler="ddpm",
     timestep_respacing="25",
-    edit_strength=0.6,
+    edit_strength=0.56,
     skip_timesteps=None,
     inversion="ddpm_noise",
     inversion_fixed_point=0,
