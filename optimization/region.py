@@ -51,10 +51,10 @@ def infer_edit_region(diffusion, model, latents, a_ref, a_q, threshold, blur, ep
     """The soft region [N, 1, H, W] in [0, 1] an edit from a_ref to a_q may change.
 
     For each attribute the query flips, |eps(x_t, a_ref with that attribute flipped) -
-    eps(x_t, a_ref)| is averaged over the channels and the given latents; the attributes' maps are
-    joined by their maximum (a joint edit's region is the union of its attributes' regions). The
-    map is smoothed (Gaussian, `blur` pixels), divided by its maximum, thresholded at `threshold`,
-    and the binary region blurred again for a soft boundary. A row with nothing flipped gets an
+    eps(x_t, a_ref)| is averaged over the channels and the given latents, smoothed (Gaussian,
+    `blur` pixels) and divided by its maximum; the attributes' maps are joined by their maximum (a
+    joint edit's region is the union of its attributes' regions), thresholded at `threshold`, and
+    the binary region blurred again for a soft boundary. A row with nothing flipped gets an
     empty region.
 
     :param diffusion: the diffusion whose chain the latents' indices refer to.
@@ -87,11 +87,14 @@ def infer_edit_region(diffusion, model, latents, a_ref, a_q, threshold, blur, ep
             eps_k = diffusion.p_mean_variance(model, x_t[rows], t[rows], clip_denoised=False,
                                               model_kwargs={"y": a_k})["eps"]
             per_attribute[k][rows] += (eps_k - ref[rows]).abs().mean(dim=1, keepdim=True) / len(latents)
+    # Each attribute's map is normalised by its own maximum before the union: one attribute's larger
+    # differences (an open mouth) must not push another's (bags under the eyes) below the threshold.
+    normalised = maps
     for k in attributes:
-        maps = torch.maximum(maps, per_attribute[k])
-    smooth = gaussian_blur(maps, blur)
-    peak = smooth.flatten(1).amax(dim=1).view(n, 1, 1, 1)
-    normalised = torch.where(peak > 0, smooth / peak.clamp(min=1e-30), torch.zeros_like(smooth))
+        smooth = gaussian_blur(per_attribute[k], blur)
+        peak = smooth.flatten(1).amax(dim=1).view(n, 1, 1, 1)
+        normalised = torch.maximum(normalised, torch.where(peak > 0, smooth / peak.clamp(min=1e-30),
+                                                           torch.zeros_like(smooth)))
     binary = (normalised > threshold).to(x0.dtype)
     region = gaussian_blur(binary, blur).clamp(0, 1)
     return torch.maximum(region, binary), normalised

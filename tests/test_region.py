@@ -116,3 +116,18 @@ def test_region_reuses_the_inversions_reference_predictions(assets):  # noqa: F8
     computed, _ = infer_edit_region(diffusion, editor.model, latents, a, q, 0.3, 1.0)
     given, _ = infer_edit_region(diffusion, editor.model, latents, a, q, 0.3, 1.0, eps_ref=eps_ref)
     assert torch.equal(computed, given) and computed.max() == 1
+
+
+def test_a_joint_edit_keeps_the_weaker_attributes_region():
+    # Attribute 15 changes its pixels ten times more than 9 changes its own: normalising the union
+    # by one maximum would drop 9's region below any threshold above 0.1.
+    diffusion = create_gaussian_diffusion(steps=100)
+    masks = {9: square(2, 2), 15: 10 * square(10, 9)}
+    x = torch.zeros(1, 3, SIZE, SIZE, dtype=torch.float64)
+    a_ref = torch.zeros(1, 20, dtype=torch.float64)
+    a_q = a_ref.clone()
+    a_q[0, [9, 15]] = 1
+    latents = [(49, diffusion.q_sample(x, torch.full((1,), 49), noise=torch.randn_like(x)))]
+    region, raw = infer_edit_region(diffusion, oracle_model(masks), latents, a_ref, a_q, 0.3, 0.0)
+    assert torch.equal(region[0, 0] > 0.5, (masks[9][0, 0] + masks[15][0, 0]) > 0)
+    assert raw[0, 0][masks[9][0, 0] > 0].min() == 1 and raw[0, 0][masks[15][0, 0] > 0].min() == 1
