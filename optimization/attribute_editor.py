@@ -53,6 +53,9 @@ GRID_CELL = 128
 REGION_FRACTION_RULE = ("region_fraction: the fraction of the image's pixels where the edit's inferred region is "
                         "> 0.5 (0 for a reconstruction: nothing is re-sampled; null with --region none: the whole "
                         "image is re-sampled)")
+UNET_EVALS_RULE = ("unet_evals: UNet evaluations per image, averaged over the batch the edit ran in (with the "
+                   "reconstruction beside it: that one skips the contrast and region passes, so an edit alone "
+                   "costs more; scripts/bench_edit.py times one edit)")
 
 
 # --------------------------------------------------------------------------- judging an edit
@@ -358,7 +361,7 @@ def _write_job(args, job, results, opts, judges, grid_name, json_name):
     json_path = os.path.join(args.output_path, json_name)
     summary = dict(
         input=job.name, edit=job.label, grid=grid_path, json=json_path,
-        success_rule=SUCCESS_RULE, region_fraction_rule=REGION_FRACTION_RULE,
+        success_rule=SUCCESS_RULE, region_fraction_rule=REGION_FRACTION_RULE, unet_evals_rule=UNET_EVALS_RULE,
         judges={"guidance": dict(path=args.attribute_cpk_path or None, note=GUIDANCE_JUDGE_NOTE),
                 "evaluation": dict(path=getattr(args, "resolved_eval_classifier_path", None), note=EVAL_JUDGE_NOTE)
                 if judges.get("evaluation") is not None else None},
