@@ -105,7 +105,7 @@ def main(argv=None):
                 seconds, evals, opts = time_preset(editor, preset, args.repeats, args.paper_steps)
                 steps = opts.timestep_respacing or "1000"
                 print(f"{preset:8s} {editor.image_size:4d} {steps:>6s} {opts.sampler:>8s} {opts.inversion:>10s} "
-                      f"{seconds:8.2f} {evals:11d}", flush=True)
+                      f"{seconds:8.2f} {evals:11g}", flush=True)
     return 0
 
 
