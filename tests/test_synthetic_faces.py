@@ -289,6 +289,7 @@ def test_dataset_loads_with_guided_diffusion_loader(tmp_path):
 def _start_generation(tmp_path, repo_root, out_name="faces", num_images=3000):
     """The CLI rendering many faces in a session of its own (a terminal's Ctrl-C reaches the whole
     process group); returns (process, the hidden building folder once it holds a face)."""
+    import signal
     import time
 
     script = os.path.join(repo_root, "preprocess", "make_synthetic_dataset.py")
@@ -296,6 +297,9 @@ def _start_generation(tmp_path, repo_root, out_name="faces", num_images=3000):
         [sys.executable, script, "--out", str(tmp_path / out_name), "--num_images", str(num_images),
          "--image_size", "32", "--workers", "2"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        # A foreground command in a terminal has Ctrl-C's default action; a test suite started in the
+        # background (`cmd &`) has SIGINT ignored, and its children would inherit that.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.time() + 120
     while time.time() < deadline:
