@@ -14,8 +14,8 @@ import torch
 from guided_diffusion.script_util import diffusion_from_config, load_diffusion_model
 from preprocess.classifier import load_classifier
 
-from .guidance import (CYCLE_NOISES, CYCLE_SCHEMAS, CYCLE_TARGETS, STEP_BY_STEP_RENOISES, AttributeContrastModel,
-                       EditProblem, GuidanceConfig, GuidanceWeights, ReuseGuidancePass, make_cond_fn)
+from .guidance import (CYCLE_NOISES, CYCLE_SCHEMAS, CYCLE_TARGETS, GUIDANCE_GRADIENTS, STEP_BY_STEP_RENOISES,
+                       AttributeContrastModel, EditProblem, GuidanceConfig, GuidanceWeights, ReuseGuidancePass, make_cond_fn)
 from .losses import load_lpips
 from .queries import NUM_ATTRIBUTES
 from .region import infer_edit_region, keep_outside_region, level_index, parse_levels
@@ -72,6 +72,9 @@ class EditOptions:
     step_by_step_renoise: str = _option(
         "forward_step", "step-by-step: take x_{t-1} back to level t by one forward step, or by the released "
         "code's q_sample(x_{t-1}, t-1)", STEP_BY_STEP_RENOISES)
+    guidance_gradient: str = _option(
+        "skip_unet", "how the guidance loss is differentiated: through the UNet (the paper), or with the "
+        "UNet's outputs held fixed (no backward pass through it: faster)", GUIDANCE_GRADIENTS)
     guide_reconstructions: bool = _option(False, "guide images with nothing to edit too (the released code)")
     final_output: str = _option(
         "sample", "return the last sample or the last x0 prediction (the released code)", FINAL_OUTPUTS)
@@ -126,7 +129,8 @@ class EditOptions:
         return GuidanceConfig(weights=weights, cycle_schema=self.cycle_schema, cycle_target=self.cycle_target,
                               sampler=self.sampler, blend_x0=self.blend_x0, max_step=self.guidance_max_step,
                               cycle_noise=self.cycle_noise, step_by_step_renoise=self.step_by_step_renoise,
-                              guide_reconstructions=self.guide_reconstructions)
+                              guide_reconstructions=self.guide_reconstructions,
+                              guidance_gradient=self.guidance_gradient)
 
     @classmethod
     def flag_names(cls):

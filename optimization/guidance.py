@@ -42,6 +42,11 @@ CYCLE_NOISES = ("fixed", "fresh")
 # forward diffusion step, sqrt(alpha_t) x_{t-1} + sqrt(1 - alpha_t) z; q_sample_prev is the released
 # code's q_sample(x_{t-1}, t-1) (x_{t-1} noised as if it were clean), then denoised from level t.
 STEP_BY_STEP_RENOISES = ("forward_step", "q_sample_prev")
+# How the loss's gradient reaches x_t: through_unet differentiates the UNet too (the paper; one
+# backward pass through the UNet per model call in the loss); skip_unet holds the UNet's outputs
+# fixed, so the gradient flows only through the explicit x_t terms of x0_hat and of the sampler
+# steps (the classifier's and the cycle target's pixel-space gradient, no UNet backward pass).
+GUIDANCE_GRADIENTS = ("through_unet", "skip_unet")
 
 
 @dataclass
@@ -112,6 +117,7 @@ class GuidanceConfig:
     cycle_noise: str = "fixed"
     step_by_step_renoise: str = "forward_step"
     guide_reconstructions: bool = False
+    guidance_gradient: str = "through_unet"
 
     def __post_init__(self):
         for name, value, allowed in (
@@ -120,6 +126,7 @@ class GuidanceConfig:
             ("sampler", self.sampler, SAMPLERS),
             ("cycle_noise", self.cycle_noise, CYCLE_NOISES),
             ("step_by_step_renoise", self.step_by_step_renoise, STEP_BY_STEP_RENOISES),
+            ("guidance_gradient", self.guidance_gradient, GUIDANCE_GRADIENTS),
         ):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
@@ -185,6 +192,22 @@ class ReuseGuidancePass(torch.nn.Module):
         return self.model(x, t, y=y)
 
 
+class HeldFixed(torch.nn.Module):
+    """The model with its output held fixed for differentiation (`guidance_gradient="skip_unet"`).
+
+    Runs under no_grad, so no graph is built through the UNet; the input keeps its requires_grad
+    flag, so ReuseGuidancePass still serves the sampler's call at the same x_t from this one.
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x, t, y=None):
+        with torch.no_grad():
+            return self.model(x, t, y=y)
+
+
 def _at(array, t, like):
     """Gather numpy `array` at integer timesteps t [N] into a [N, 1, 1, 1] tensor like `like`."""
     values = torch.as_tensor(array, device=like.device, dtype=like.dtype)[t]
@@ -232,6 +255,8 @@ def guidance_losses(diffusion, model, classifier, problem, cfg, x, t, lpips_fn=N
     Costs one UNet evaluation for x0_hat plus one for the cycle term.
     """
     w = cfg.weights
+    if cfg.guidance_gradient == "skip_unet":
+        model = HeldFixed(model)
     out = diffusion.p_mean_variance(model, x, t, clip_denoised=False, model_kwargs=problem.model_kwargs(problem.a_q))
     x0_hat = out["pred_xstart"]
     if cfg.blend_x0:

@@ -5,8 +5,9 @@ card (checkpoints/README.md, "Tuning the fast preset").
 """
 
 # Few respaced DDPM steps from the exact edit-friendly inversion, the step-by-step cycle against
-# the inversion latent, a capped guidance step and the classifier-free contrast, inside the region
-# the model infers for the edit (elsewhere the input's own trajectory): seconds on a CPU.
+# the inversion latent, a capped guidance step (its gradient not taken through the UNet) and the
+# classifier-free contrast, inside the region the model infers for the edit (elsewhere the input's
+# own trajectory): seconds on a CPU.
 FAST = dict(
     sampler="ddpm",
     timestep_respacing="25",
@@ -28,6 +29,7 @@ FAST = dict(
     cycle_noise="fixed",
     step_by_step_renoise="forward_step",
     guide_reconstructions=False,
+    guidance_gradient="skip_unet",
     final_output="sample",
     weight_resolution=0,
     region="inferred",
@@ -52,6 +54,7 @@ PAPER_INVERSION = dict(
     preserve_lambda=0.0,
     guidance_max_step=0.0,
     cfg_scale=1.0,
+    guidance_gradient="through_unet",
 )
 
 # What the paper's released code runs: no inversion (the clean input is the start latent at the
