@@ -123,6 +123,8 @@ def describe_options(opts, total_steps):
     return (f"{opts.sampler} on {opts.timestep_respacing or total_steps} steps, strength {opts.edit_strength:g}, "
             f"inversion {opts.inversion}, cycle {cycle}, lambdas: {lambdas or 'none'}"
             + (f", cap {opts.guidance_max_step:g}" if opts.guidance_max_step and lambdas else "")
+            + (f", gradient {opts.guidance_gradient}" if lambdas else "")
+            + (f", region {opts.region}" if opts.region != "none" else "")
             + (f", cfg {opts.cfg_scale:g}" if opts.cfg_scale != 1 else ""))
 
 

@@ -372,19 +372,32 @@ class LabelledDataset:
 # --------------------------------------------------------------------------- bookkeeping
 
 def check_run_config(path, config, may_write):
-    """Refuse to mix rows of runs whose results would differ; the first process records the settings."""
+    """Refuse to mix rows of runs whose results would differ; the first process records the settings.
+
+    `config["method_options"]` (method -> its option values) is checked per method: a method's rows
+    are reused only under the same options, and a method new to the run is added. --per_direction is
+    not recorded: an edit's row does not depend on it, so a finished run can be extended.
+    """
+    recorded = None
     if os.path.isfile(path):
         try:
             with open(path) as f:
                 recorded = json.load(f)
         except ValueError:
             raise ValueError(f"{path} is not valid JSON; delete it or use a new --output_dir") from None
-        changed = [f"{k}: {recorded.get(k)!r} -> {v!r}" for k, v in config.items() if recorded.get(k) != v]
+        changed = [f"{k}: {recorded.get(k)!r} -> {v!r}" for k, v in config.items()
+                   if k != "method_options" and recorded.get(k) != v]
+        before = recorded.get("method_options", {})
+        changed += [f"options of {m}" for m, v in config.get("method_options", {}).items() if m in before and before[m] != v]
         if changed:
             raise ValueError(f"{os.path.dirname(path) or '.'} holds a run with other settings ({'; '.join(changed)}); "
                              "use a new --output_dir")
-    elif may_write:
-        ev.write_text_atomic(path, json.dumps(config, indent=2) + "\n")
+    if may_write and (recorded is None or any(m not in recorded.get("method_options", {})
+                                              for m in config.get("method_options", {}))):
+        merged = dict(config)
+        if recorded is not None:
+            merged["method_options"] = {**recorded.get("method_options", {}), **config["method_options"]}
+        ev.write_text_atomic(path, json.dumps(merged, indent=2) + "\n")
 
 
 def partial_path(output_dir, rank):
@@ -707,7 +720,8 @@ def evaluate(args, comm, rank, world):
                   classifier_path=os.path.abspath(args.classifier_path),
                   eval_classifier_path=os.path.abspath(eval_path) if eval_path else None,
                   inputs=os.path.abspath(args.dataset_dir) if real else args.synthetic_seed,
-                  seed=args.seed, steps=args.steps, paper_steps=args.paper_steps, per_direction=args.per_direction,
+                  seed=args.seed, steps=args.steps, paper_steps=args.paper_steps,
+                  method_options={m: o.values() for m, o in options.items()},
                   lpips_guidance=editor.lpips_fn is not None, identity_guidance=editor.id_fn is not None,
                   columns=list(columns))
     run_json = os.path.join(args.output_dir, "run.json")
