@@ -148,6 +148,72 @@ def test_each_loss_term_descends_along_its_gradient(assets, term, cfg):
         assert float(loss_at(x - step * grad)) < float(loss)
 
 
+class _Recorder(torch.nn.Module):
+    """Records the model's outputs (first pass), then replays them in call order as constants."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.outputs, self.replay = model, [], False
+
+    def forward(self, x, t, y=None):
+        if self.replay:
+            return self.outputs.pop(0)
+        with torch.no_grad():
+            out = self.model(x, t, y=y)
+        self.outputs.append(out)
+        return out
+
+
+@pytest.mark.parametrize("schema", ["step_by_step", "step_to_origin"])
+def test_skip_unet_gradient_is_the_loss_gradient_with_the_unet_outputs_held_fixed(assets, schema):
+    editor = ae.AttributeEditor(assets["rough"], assets["classifier"], device="cpu", dtype=torch.float64)
+    diffusion = editor.diffusion("10")
+    x0, a_ref = smooth_image(2, seed=5), attrs(2, seed=5)
+    a_q = ae.query_from_indices(a_ref, [9, 15])
+    t = torch.tensor([6, 6])
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    traj = {k: diffusion.q_sample(x0.double(), torch.tensor([k, k]), noise=noise) for k in range(10)}
+    problem = EditProblem(x_origin=x0.double(), a_ref=a_ref.double(), a_q=a_q.double(), origin_trajectory=traj,
+                          cycle_noise=noise)
+    weights = GuidanceWeights(attribute_guidance_lambda=10, cycle_reconstruct_lambda=1000, range_lambda=50,
+                              preserve_lambda=10)
+    x = traj[6] * 1.5  # some of x0_hat out of range: every term active
+
+    def grad(model, mode):
+        config = GuidanceConfig(weights=weights, cycle_schema=schema, cycle_target="inversion", sampler="ddpm",
+                                guidance_gradient=mode)
+        z = x.clone().requires_grad_(True)
+        terms = guidance_losses(diffusion, model, editor.classifier, problem, config, z, t)
+        assert set(terms) == {"attribute", "preserve", "cycle", "range"}
+        return torch.autograd.grad(sum(v.sum() for v in terms.values()), z)[0]
+
+    recorder = _Recorder(editor.model)
+    skip = grad(recorder, "skip_unet")
+    recorder.replay = True  # the same outputs as constants, differentiated the paper's way
+    replayed = grad(recorder, "through_unet")
+    assert not recorder.outputs and torch.isfinite(skip).all() and skip.abs().sum() > 0
+    assert torch.allclose(skip, replayed, rtol=1e-10, atol=1e-12)
+    through = grad(editor.model, "through_unet")  # the UNet's Jacobian does matter for this model
+    assert (through - skip).abs().max() > 1e-3 * skip.abs().max()
+
+
+def test_skip_unet_costs_the_same_unet_evaluations_and_still_edits(assets):
+    editor = ae.AttributeEditor(assets["rough"], assets["classifier"], device="cpu")
+    x, a = smooth_image(), attrs()
+    q = ae.query_from_indices(a, [9])
+    results = {}
+    for mode in ("through_unet", "skip_unet"):
+        opts = ae.EditOptions(timestep_respacing="6", edit_strength=0.5, guidance_gradient=mode, region="none",
+                              guidance_max_step=0.05)
+        results[mode] = editor.edit(x, a, q, opts)
+    plain = editor.edit(x, a, q, ae.EditOptions(timestep_respacing="6", edit_strength=0.5, region="none",
+                                                cycle_schema="none", weights=NO_GUIDANCE))
+    assert results["skip_unet"].unet_evals == results["through_unet"].unet_evals
+    for res in results.values():  # guidance moved the image in both modes, differently
+        assert (res.images - plain.images).abs().max() > 1e-3
+    assert (results["skip_unet"].images - results["through_unet"].images).abs().max() > 1e-4
+
+
 @pytest.mark.parametrize("sampler,inversion,schema,target", [
     ("ddim", "ddim", "step_to_origin", "noised_origin"),
     ("ddim", "ddim", "step_by_step", "inversion"),

@@ -478,6 +478,26 @@ def test_a_killed_run_resumes_without_redoing_finished_edits(models, reference_r
     assert evaluate_edits.main(common_flags(models, out, seed=1)) == 2
 
 
+def test_a_run_grows_with_per_direction_and_refuses_changed_method_options(models, tmp_path, monkeypatch):
+    out = tmp_path / "grow"
+    flags = [f for f in common_flags(models, out, methods="sdedit_fast", attributes="9")
+             if not f.startswith("--num_identities")]
+    assert evaluate_edits.main(flags + ["--per_direction=1"]) == 0
+    small = read_results(out)
+    rows = ev.read_rows(str(out / "partial_rank0.csv"), ev.SYNTHETIC_COLUMNS)
+    for row in rows:  # a redone edit would lose the mark
+        row["seconds"] = 1234.5
+    ev.write_rows_atomic(str(out / "partial_rank0.csv"), rows, ev.SYNTHETIC_COLUMNS)
+    assert evaluate_edits.main(flags + ["--per_direction=2"]) == 0
+    grown = read_results(out)
+    assert len(small) == 2 and len(grown) == 4
+    assert sum(float(r["seconds"]) == 1234.5 for r in grown) == 2
+    # The same method under other options would mix two methods under one name: refused.
+    preset, overrides = ev.METHODS["sdedit_fast"]
+    monkeypatch.setitem(ev.METHODS, "sdedit_fast", (preset, dict(overrides, cfg_scale=3.0)))
+    assert evaluate_edits.main(flags + ["--per_direction=2"]) == 2
+
+
 def test_labelled_dataset_gives_accuracy_reconstruction_error_and_fid(models, tmp_path):
     from PIL import Image
     import torchvision
