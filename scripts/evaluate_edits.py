@@ -13,7 +13,7 @@ classifier (the evaluation classifier when there is one, else the guidance one) 
 disk, and FID with --inception_weights.
 
     python scripts/evaluate_edits.py --per_direction 2                  # the fast methods: minutes
-    mpiexec -n 2 python scripts/evaluate_edits.py --per_direction 16    # shards edits; rank 0 merges
+    mpiexec -n 2 python scripts/evaluate_edits.py --per_direction 32    # shards edits; rank 0 merges
     python scripts/evaluate_edits.py --per_direction 1 --methods paper --paper_steps 100   # the paper preset: slow
     python scripts/evaluate_edits.py --dataset_dir data/celebahq256 --num_identities 200 \\
         --inception_weights inception_v3_google-0cc3c7bd.pth
@@ -39,7 +39,8 @@ the extra splits results_joint.csv / results_noneditable.csv and grid_joint_<met
 grid_noneditable_<method>.png; and the bookkeeping that lets a killed run resume: run.json (the
 settings the rows depend on) and partial_rank<R>.csv (rows as they finish, every split; a pair a+b
 is attribute 100 a + b there). Rerun the same command to continue (also after Ctrl-C); finished
-edits are not redone.
+edits are not redone. A larger --per_direction or more --methods extend a finished run the same way;
+a method whose options changed since its rows were made is refused (run.json records them).
 
 --methods: `fast` (the default: CycleDiff's fast preset, the baselines and, on synthetic faces,
 `ground_truth`), `paper` (the paper preset's methods: thousands of UNet evaluations per edit, minutes
