@@ -70,8 +70,12 @@ METHODS = {
     # DDIM inversion under a_ref, plain conditional DDIM sampling under a_q.
     "ddim_conditional_fast": ("fast", dict(sampler="ddim", inversion="ddim", cycle_schema="none", **NO_GUIDANCE,
                                            **_NO_REGION)),
-    # SDEdit: the input noised to the start level, conditional DDPM denoising under a_q.
+    "ddim_conditional_region_fast": ("fast", dict(sampler="ddim", inversion="ddim", cycle_schema="none",
+                                                  region="inferred", **NO_GUIDANCE)),
+    # SDEdit: the input noised to the start level, conditional DDPM denoising under a_q (with the
+    # region, the input's noised copy is kept outside it).
     "sdedit_fast": ("fast", dict(inversion="sdedit", cycle_schema="none", **NO_GUIDANCE, **_NO_REGION)),
+    "sdedit_region_fast": ("fast", dict(inversion="sdedit", cycle_schema="none", region="inferred", **NO_GUIDANCE)),
 }
 
 
