@@ -205,7 +205,8 @@ def test_method_table_builds_the_presets_and_baselines():
             "cyclediff_sbs_paper", "cyclediff_s2o_paper_inversion", "cyclediff_sbs_noised_paper_inversion",
             "cyclediff_sbs_inversion_paper_inversion", "guidance_no_cycle_fast",
             "conditional_only_fast", "ddim_conditional_fast", "sdedit_fast", "cyclediff_sbs_inversion_region_fast",
-            "cyclediff_s2o_region_fast", "guidance_no_cycle_region_fast", "conditional_only_region_fast"} == set(ev.METHODS)
+            "cyclediff_s2o_region_fast", "guidance_no_cycle_region_fast", "conditional_only_region_fast",
+            "ddim_conditional_region_fast", "sdedit_region_fast"} == set(ev.METHODS)
     assert {m: ev.method_options(m).region for m in ev.METHODS if "region" in m} == dict.fromkeys(
         [m for m in ev.METHODS if "region" in m], "inferred")
     assert all(ev.method_options(m).region == "none" for m in ev.METHODS if "region" not in m)
@@ -341,11 +342,14 @@ def test_every_method_runs_end_to_end(reference_run):
                 "guidance_no_cycle_fast": (1 + c) * k_fast, "conditional_only_fast": (1 + c) * k_fast,
                 "ddim_conditional_fast": (1 + c) * k_fast, "sdedit_fast": c * k_fast}
     expected.update({f"{base[:-len('_fast')]}_region_fast": expected[base] for base in (
-        "cyclediff_sbs_inversion_fast", "cyclediff_s2o_fast", "guidance_no_cycle_fast", "conditional_only_fast")})
+        "cyclediff_sbs_inversion_fast", "cyclediff_s2o_fast", "guidance_no_cycle_fast", "conditional_only_fast",
+        "ddim_conditional_fast", "sdedit_fast")})
     for r in rows:
         # The region costs one pass per level (2) for the edit's attribute (the reference passes are
-        # the edit-friendly inversion's), whatever else shares the batch.
-        extra = (2,) if "region" in r["method"] else (0,)
+        # the edit-friendly inversion's), whatever else shares the batch; after a DDIM inversion or
+        # SDEdit's noising no reference prediction is stored, so two passes per level.
+        extra = ((4,) if r["method"] in ("ddim_conditional_region_fast", "sdedit_region_fast")
+                 else (2,) if "region" in r["method"] else (0,))
         assert float(r["unet_evals"]) - expected[r["method"]] in extra, r["method"]
         assert math.isnan(float(r["region_iou"])) != ("region" in r["method"]), r["method"]
         assert r["success"] in ("0", "1") and 0 <= float(r["preservation"]) <= 1
