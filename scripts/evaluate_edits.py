@@ -388,6 +388,8 @@ def check_run_config(path, config, may_write):
             raise ValueError(f"{path} is not valid JSON; delete it or use a new --output_dir") from None
         changed = [f"{k}: {recorded.get(k)!r} -> {v!r}" for k, v in config.items()
                    if k != "method_options" and recorded.get(k) != v]
+        if "method_options" in config and "method_options" not in recorded:
+            changed.append("the methods' options, which a run.json of an older version does not record")
         before = recorded.get("method_options", {})
         changed += [f"options of {m}" for m, v in config.get("method_options", {}).items() if m in before and before[m] != v]
         if changed:

@@ -1,6 +1,7 @@
 """The edit-evaluation benchmark: metrics on hand-made cases, the Fréchet distance on Gaussians, and
 scripts/evaluate_edits.py end to end on tiny models (32 px UNet, 32 px classifiers)."""
 import csv
+import json
 import importlib.util
 import math
 import os
@@ -499,6 +500,12 @@ def test_a_run_grows_with_per_direction_and_refuses_changed_method_options(model
     # The same method under other options would mix two methods under one name: refused.
     preset, overrides = ev.METHODS["sdedit_fast"]
     monkeypatch.setitem(ev.METHODS, "sdedit_fast", (preset, dict(overrides, cfg_scale=3.0)))
+    assert evaluate_edits.main(flags + ["--per_direction=2"]) == 2
+    # A run.json without the methods' options (an older version's) cannot vouch for its rows.
+    monkeypatch.setitem(ev.METHODS, "sdedit_fast", (preset, overrides))
+    recorded = json.loads((out / "run.json").read_text())
+    del recorded["method_options"]
+    (out / "run.json").write_text(json.dumps(recorded))
     assert evaluate_edits.main(flags + ["--per_direction=2"]) == 2
 
 
