@@ -18,7 +18,7 @@ from .guidance import (CYCLE_NOISES, CYCLE_SCHEMAS, CYCLE_TARGETS, GUIDANCE_GRAD
                        AttributeContrastModel, EditProblem, GuidanceConfig, GuidanceWeights, ReuseGuidancePass, make_cond_fn)
 from .losses import load_lpips
 from .queries import NUM_ATTRIBUTES
-from .region import infer_edit_region, keep_outside_region, level_index, parse_levels
+from .region import infer_edit_region, keep_outside_region, level_index, parse_attribute_thresholds, parse_levels
 
 
 # ddim: deterministic DDIM inversion; ddpm_noise: edit-friendly DDPM inversion (exact);
@@ -85,6 +85,9 @@ class EditOptions:
         "inferred", "inferred: edit only where the model's predictions under the query and the reference "
         "attributes differ; elsewhere keep the input's inversion trajectory exactly", REGIONS)
     region_threshold: float = _option(0.3, "region: fraction of the difference map's maximum that is inside")
+    region_attribute_thresholds: str = _option(
+        "Male=0.15,Young=0.15", "region: thresholds for single attributes, 'Name=value,...' ('' = none): "
+        "attributes that change the whole face spread their difference map")
     region_levels: str = _option("0.3,0.5", "region: noise levels (fractions of the chain) the map is averaged over")
     region_blur: float = _option(1.0, "region: Gaussian smoothing of the map and of its boundary, in pixels")
 
@@ -103,6 +106,7 @@ class EditOptions:
                              f"got {self.weight_resolution!r}")
         if self.region == "inferred":
             parse_levels(self.region_levels)
+            parse_attribute_thresholds(self.region_attribute_thresholds)
             if self.inversion == "input":
                 raise ValueError("region 'inferred' keeps the input's inversion trajectory outside the region: "
                                  "it needs an inversion (not 'input')")
@@ -401,7 +405,8 @@ class AttributeEditor:
         if opts.region == "inferred":
             latents, eps_ref = region_latents(diffusion, inv, x, parse_levels(opts.region_levels), seeds)
             region, _ = infer_edit_region(diffusion, self.model, latents, a_ref, a_q, opts.region_threshold,
-                                          opts.region_blur, eps_ref, self.conditional)
+                                          opts.region_blur, eps_ref, self.conditional,
+                                          parse_attribute_thresholds(opts.region_attribute_thresholds))
             postprocess_fn = keep_outside_region(region, inv.trajectory, x)
 
         # Guided sampling under the query attributes.

@@ -129,6 +129,9 @@ def describe_options(opts, total_steps):
             + (f", cap {opts.guidance_max_step:g}" if opts.guidance_max_step and lambdas else "")
             + (f", gradient {opts.guidance_gradient}" if lambdas else "")
             + (f", region {opts.region}" if opts.region != "none" else "")
+            + (f" (threshold {opts.region_threshold:g}"
+               + "".join(f", {n.strip()}" for n in opts.region_attribute_thresholds.split(",") if n.strip()) + ")"
+               if opts.region == "inferred" else "")
             + (f", cfg {opts.cfg_scale:g}" if opts.cfg_scale != 1 else ""))
 
 

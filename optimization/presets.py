@@ -34,6 +34,7 @@ FAST = dict(
     weight_resolution=0,
     region="inferred",
     region_threshold=0.3,
+    region_attribute_thresholds="Male=0.15,Young=0.15",
     region_levels="0.3,0.5",
     region_blur=1.0,
 )

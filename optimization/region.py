@@ -15,6 +15,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from preprocess.attributes import ATTRIBUTE_NAMES
+
 
 def gaussian_blur(x, sigma):
     """Blur maps x [N, C, H, W] with a Gaussian of `sigma` pixels, truncated at 2 sigma (so that a
@@ -41,21 +43,43 @@ def parse_levels(text):
     return levels
 
 
+def parse_attribute_thresholds(text):
+    """'Male=0.15,Young=0.15' -> {11: 0.15, 19: 0.15}: region thresholds for single attributes (by
+    name or index 0-19), each in [0, 1); '' -> {}."""
+    out = {}
+    for item in (v.strip() for v in str(text or "").split(",")):
+        if not item:
+            continue
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        index = int(name) if name.isdigit() else (ATTRIBUTE_NAMES.index(name) if name in ATTRIBUTE_NAMES else -1)
+        try:
+            threshold = float(value)
+        except ValueError:
+            threshold = float("nan")
+        if not sep or not 0 <= index < len(ATTRIBUTE_NAMES) or not 0 <= threshold < 1:
+            raise ValueError(f"region_attribute_thresholds must be 'Name=value,...' with attribute names (or "
+                             f"indices 0-{len(ATTRIBUTE_NAMES) - 1}) and values in [0, 1); got {item!r} in {text!r}")
+        out[index] = threshold
+    return out
+
+
 def level_index(level, steps):
     """The chain index (0..steps-1) of a noise level given as a fraction of a `steps`-step chain."""
     return min(steps - 1, max(0, int(round(level * steps)) - 1))
 
 
 @torch.no_grad()
-def infer_edit_region(diffusion, model, latents, a_ref, a_q, threshold, blur, eps_ref=None, conditional=True):
+def infer_edit_region(diffusion, model, latents, a_ref, a_q, threshold, blur, eps_ref=None, conditional=True,
+                      attribute_thresholds=None):
     """The soft region [N, 1, H, W] in [0, 1] an edit from a_ref to a_q may change.
 
     For each attribute the query flips, |eps(x_t, a_ref with that attribute flipped) -
     eps(x_t, a_ref)| is averaged over the channels and the given latents, smoothed (Gaussian,
     `blur` pixels) and divided by its maximum; the attributes' maps are joined by their maximum (a
-    joint edit's region is the union of its attributes' regions), thresholded at `threshold`, and
-    the binary region blurred again for a soft boundary. A row with nothing flipped gets an
-    empty region.
+    joint edit's region is the union of its attributes' regions), each thresholded at its own
+    threshold (`attribute_thresholds`, else `threshold`), and the binary region blurred again for
+    a soft boundary. A row with nothing flipped gets an empty region.
 
     :param diffusion: the diffusion whose chain the latents' indices refer to.
     :param model: the plain conditional model (no classifier-free contrast).
@@ -64,7 +88,9 @@ def infer_edit_region(diffusion, model, latents, a_ref, a_q, threshold, blur, ep
     :param a_ref, a_q: [N, A] 0/1.
     :param eps_ref: optional list, one entry per latent: eps(x_t, a_ref) [N, 3, H, W] when already
         computed (the edit-friendly inversion has it), or None to compute it here.
-    :return: (region [N, 1, H, W], raw map [N, 1, H, W] normalised to max 1).
+    :param attribute_thresholds: optional {attribute index: threshold} overriding `threshold` for
+        those attributes (attributes that change the whole face spread their map: gender, age).
+    :return: (region [N, 1, H, W], union of the attributes' maps [N, 1, H, W], each normalised to max 1).
     """
     x0 = latents[0][1]
     n = x0.shape[0]
@@ -89,13 +115,14 @@ def infer_edit_region(diffusion, model, latents, a_ref, a_q, threshold, blur, ep
             per_attribute[k][rows] += (eps_k - ref[rows]).abs().mean(dim=1, keepdim=True) / len(latents)
     # Each attribute's map is normalised by its own maximum before the union: one attribute's larger
     # differences (an open mouth) must not push another's (bags under the eyes) below the threshold.
-    normalised = maps
+    normalised, binary = maps, torch.zeros_like(maps, dtype=torch.bool)
     for k in attributes:
         smooth = gaussian_blur(per_attribute[k], blur)
         peak = smooth.flatten(1).amax(dim=1).view(n, 1, 1, 1)
-        normalised = torch.maximum(normalised, torch.where(peak > 0, smooth / peak.clamp(min=1e-30),
-                                                           torch.zeros_like(smooth)))
-    binary = (normalised > threshold).to(x0.dtype)
+        own = torch.where(peak > 0, smooth / peak.clamp(min=1e-30), torch.zeros_like(smooth))
+        normalised = torch.maximum(normalised, own)
+        binary |= own > (attribute_thresholds or {}).get(k, threshold)
+    binary = binary.to(x0.dtype)
     region = gaussian_blur(binary, blur).clamp(0, 1)
     return torch.maximum(region, binary), normalised
 

@@ -4,7 +4,8 @@ import torch
 
 from guided_diffusion.script_util import create_gaussian_diffusion
 from optimization import attribute_editor as ae
-from optimization.region import gaussian_blur, infer_edit_region, keep_outside_region, parse_levels
+from optimization.region import (gaussian_blur, infer_edit_region, keep_outside_region, parse_attribute_thresholds,
+                                 parse_levels)
 from test_editor import assets, attrs, smooth_image  # noqa: F401 (assets is a fixture)
 
 SIZE = 16
@@ -131,3 +132,39 @@ def test_a_joint_edit_keeps_the_weaker_attributes_region():
     region, raw = infer_edit_region(diffusion, oracle_model(masks), latents, a_ref, a_q, 0.3, 0.0)
     assert torch.equal(region[0, 0] > 0.5, (masks[9][0, 0] + masks[15][0, 0]) > 0)
     assert raw[0, 0][masks[9][0, 0] > 0].min() == 1 and raw[0, 0][masks[15][0, 0] > 0].min() == 1
+
+
+def graded_square(top, left, size=6):
+    """A square whose pixels change by 1 at its centre and by 0.2 on its rim (a spread map)."""
+    m = 0.2 * square(top, left, size)
+    m[..., top + 2:top + size - 2, left + 2:left + size - 2] = 1
+    return m
+
+
+def test_an_attribute_threshold_widens_only_that_attributes_region():
+    diffusion = create_gaussian_diffusion(steps=100)
+    masks = {11: graded_square(1, 1), 9: graded_square(9, 9)}
+    x = torch.zeros(1, 3, SIZE, SIZE, dtype=torch.float64)
+    a_ref = torch.zeros(1, 20, dtype=torch.float64)
+    a_q = a_ref.clone()
+    a_q[0, [9, 11]] = 1
+    latents = [(49, diffusion.q_sample(x, torch.full((1,), 49), noise=torch.randn_like(x)))]
+    cores = {k: (m[0, 0] == 1) for k, m in masks.items()}
+    whole = {k: (m[0, 0] > 0) for k, m in masks.items()}
+    plain, _ = infer_edit_region(diffusion, oracle_model(masks), latents, a_ref, a_q, 0.3, 0.0)
+    assert torch.equal(plain[0, 0] > 0.5, cores[9] | cores[11])  # the rims (0.2) are below 0.3
+    wide, raw = infer_edit_region(diffusion, oracle_model(masks), latents, a_ref, a_q, 0.3, 0.0,
+                                  attribute_thresholds={11: 0.1})
+    assert torch.equal(wide[0, 0] > 0.5, cores[9] | whole[11])  # Male's rim in, Eyeglasses' rim still out
+    _, raw_plain = infer_edit_region(diffusion, oracle_model(masks), latents, a_ref, a_q, 0.3, 0.0)
+    assert torch.equal(raw, raw_plain)  # the map itself does not depend on the thresholds
+
+
+def test_attribute_thresholds_parse_names_and_indices_and_refuse_bad_ones():
+    assert parse_attribute_thresholds("Male=0.15, 19=0.2") == {11: 0.15, 19: 0.2}
+    assert parse_attribute_thresholds("") == {}
+    for bad in ("Male", "Male=1.5", "Mustache=0.1", "20=0.1", "Male=x"):
+        with pytest.raises(ValueError, match="region_attribute_thresholds"):
+            parse_attribute_thresholds(bad)
+    with pytest.raises(ValueError, match="region_attribute_thresholds"):
+        ae.EditOptions(region_attribute_thresholds="Young=-0.1")
