@@ -117,6 +117,7 @@ BAD_INPUTS = [
     ("nan weight", ["--attribute_guidance_lambda", "nan"], "attribute_guidance_lambda must be a finite number"),
     ("inf weight", ["--cycle_reconstruct_lambda", "inf"], "cycle_reconstruct_lambda must be a finite number"),
     ("negative weight", ["--range_lambda", "-1"], "range_lambda must be a finite number >= 0"),
+    ("unknown region attribute", ["--region_attribute_thresholds", "Mustache=0.1"], "region_attribute_thresholds must"),
     ("output path is a file", _existing_file, "is an existing file, not a folder"),
     ("output file with a folder", ["-o", "sub/grid.png"], "must be a file name"),
     ("output file not an image", ["-o", "grid.txt"], "the grid is an image"),
