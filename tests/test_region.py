@@ -21,6 +21,16 @@ def oracle_model(masks):
     return model
 
 
+def one_image_edit(flipped, t=49):
+    """(diffusion, latents [(t, x_t)], a_ref, a_q) for one blank image with `flipped` attributes turned on."""
+    diffusion = create_gaussian_diffusion(steps=100)
+    x = torch.zeros(1, 3, SIZE, SIZE, dtype=torch.float64)
+    a_ref = torch.zeros(1, 20, dtype=torch.float64)
+    a_q = a_ref.clone()
+    a_q[0, flipped] = 1
+    return diffusion, [(t, diffusion.q_sample(x, torch.full((1,), t), noise=torch.randn_like(x)))], a_ref, a_q
+
+
 def square(top, left, size=4):
     m = torch.zeros(1, 3, SIZE, SIZE, dtype=torch.float64)
     m[..., top:top + size, left:left + size] = 1
@@ -122,13 +132,8 @@ def test_region_reuses_the_inversions_reference_predictions(assets):  # noqa: F8
 def test_a_joint_edit_keeps_the_weaker_attributes_region():
     # Attribute 15 changes its pixels ten times more than 9 changes its own: normalising the union
     # by one maximum would drop 9's region below any threshold above 0.1.
-    diffusion = create_gaussian_diffusion(steps=100)
     masks = {9: square(2, 2), 15: 10 * square(10, 9)}
-    x = torch.zeros(1, 3, SIZE, SIZE, dtype=torch.float64)
-    a_ref = torch.zeros(1, 20, dtype=torch.float64)
-    a_q = a_ref.clone()
-    a_q[0, [9, 15]] = 1
-    latents = [(49, diffusion.q_sample(x, torch.full((1,), 49), noise=torch.randn_like(x)))]
+    diffusion, latents, a_ref, a_q = one_image_edit([9, 15])
     region, raw = infer_edit_region(diffusion, oracle_model(masks), latents, a_ref, a_q, 0.3, 0.0)
     assert torch.equal(region[0, 0] > 0.5, (masks[9][0, 0] + masks[15][0, 0]) > 0)
     assert raw[0, 0][masks[9][0, 0] > 0].min() == 1 and raw[0, 0][masks[15][0, 0] > 0].min() == 1
@@ -142,21 +147,15 @@ def graded_square(top, left, size=6):
 
 
 def test_an_attribute_threshold_widens_only_that_attributes_region():
-    diffusion = create_gaussian_diffusion(steps=100)
     masks = {11: graded_square(1, 1), 9: graded_square(9, 9)}
-    x = torch.zeros(1, 3, SIZE, SIZE, dtype=torch.float64)
-    a_ref = torch.zeros(1, 20, dtype=torch.float64)
-    a_q = a_ref.clone()
-    a_q[0, [9, 11]] = 1
-    latents = [(49, diffusion.q_sample(x, torch.full((1,), 49), noise=torch.randn_like(x)))]
+    diffusion, latents, a_ref, a_q = one_image_edit([9, 11])
     cores = {k: (m[0, 0] == 1) for k, m in masks.items()}
     whole = {k: (m[0, 0] > 0) for k, m in masks.items()}
-    plain, _ = infer_edit_region(diffusion, oracle_model(masks), latents, a_ref, a_q, 0.3, 0.0)
+    plain, raw_plain = infer_edit_region(diffusion, oracle_model(masks), latents, a_ref, a_q, 0.3, 0.0)
     assert torch.equal(plain[0, 0] > 0.5, cores[9] | cores[11])  # the rims (0.2) are below 0.3
     wide, raw = infer_edit_region(diffusion, oracle_model(masks), latents, a_ref, a_q, 0.3, 0.0,
                                   attribute_thresholds={11: 0.1})
     assert torch.equal(wide[0, 0] > 0.5, cores[9] | whole[11])  # Male's rim in, Eyeglasses' rim still out
-    _, raw_plain = infer_edit_region(diffusion, oracle_model(masks), latents, a_ref, a_q, 0.3, 0.0)
     assert torch.equal(raw, raw_plain)  # the map itself does not depend on the thresholds
 
 
