@@ -27,6 +27,7 @@ from .editor import EditOptions
 from .fid import (InceptionPool3, frechet_distance, frechet_distance_of_features, gaussian_statistics,  # noqa: F401
                   load_inception)
 from .guidance import GuidanceWeights
+from .region import parse_attribute_thresholds
 from .reports import (GROUND_TRUTH, KEY_COLUMNS, MEASURE_START, REAL_COLUMNS, SYNTHETIC_COLUMNS, aggregate,  # noqa: F401
                       attribute_label, bootstrap_interval, format_row, interval_tables, markdown_table,
                       paired_differences, plot_summary, read_rows, results_markdown, row_key, sample_grid,
@@ -130,7 +131,8 @@ def describe_options(opts, total_steps):
             + (f", gradient {opts.guidance_gradient}" if lambdas else "")
             + (f", region {opts.region}" if opts.region != "none" else "")
             + (f" (threshold {opts.region_threshold:g}"
-               + "".join(f", {n.strip()}" for n in opts.region_attribute_thresholds.split(",") if n.strip()) + ")"
+               + "".join(f", {ATTRIBUTE_NAMES[k]}={v:g}"
+                         for k, v in parse_attribute_thresholds(opts.region_attribute_thresholds).items()) + ")"
                if opts.region == "inferred" else "")
             + (f", cfg {opts.cfg_scale:g}" if opts.cfg_scale != 1 else ""))
 
