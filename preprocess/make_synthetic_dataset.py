@@ -40,6 +40,7 @@ from preprocess.synthetic_faces import (
     IDENTITIES_JSON,
     example_face,
     identities_header,
+    person_view,
     render,
 )
 
@@ -100,10 +101,13 @@ def _render_chunk(job):
 
     :return: list of (identity, attributes list) for those faces.
     """
-    directory, seed, start, stop, count, image_size, sampling = job
+    directory, seed, start, stop, count, image_size, sampling, views_per_person = job
     faces = []
     for index in range(start, stop):
-        identity, attributes = example_face(seed, index, sampling)
+        if views_per_person:
+            identity, attributes = person_view(seed, index // views_per_person, index % views_per_person, sampling)
+        else:
+            identity, attributes = example_face(seed, index, sampling)
         pixels = render(identity, attributes, image_size)
         Image.fromarray(pixels).save(os.path.join(directory, image_filename(index, count)))
         faces.append((identity, attributes.tolist()))
@@ -111,7 +115,7 @@ def _render_chunk(job):
 
 
 def make_dataset(out, num_images, image_size=64, seed=0, workers=2, overwrite=False, progress=True,
-                 sampling="celeba"):
+                 sampling="celeba", views_per_person=0):
     """
     Render ``num_images`` faces of dataset ``seed`` into the directory ``out``.
 
@@ -119,7 +123,14 @@ def make_dataset(out, num_images, image_size=64, seed=0, workers=2, overwrite=Fa
     :param overwrite: replace an existing ``out``; otherwise it is an error.
     :param sampling: attribute statistics, "celeba" (correlated like CelebA: the
         training data) or "independent" (fair coins: for an evaluation classifier).
+    :param views_per_person: 0 for one face per person (face i is person i); K > 0 for K views of
+        each person (face i is view i % K of person i // K: :func:`person_view`), the data of the
+        identity networks. ``identities.json`` then gives each face its ``person``.
     """
+    if views_per_person < 0:
+        raise ValueError(f"--views_per_person must be >= 0, got {views_per_person}")
+    if views_per_person and num_images % views_per_person:
+        raise ValueError(f"--num_images {num_images} is not a multiple of --views_per_person {views_per_person}")
     if num_images < 1:
         raise ValueError(f"--num_images must be positive, got {num_images}")
     if workers < 1:
@@ -139,7 +150,8 @@ def make_dataset(out, num_images, image_size=64, seed=0, workers=2, overwrite=Fa
     os.chmod(building, 0o777 & ~umask)  # mkdtemp makes it private
     try:
         jobs = [
-            (building, seed, start, min(start + CHUNK, num_images), num_images, image_size, sampling)
+            (building, seed, start, min(start + CHUNK, num_images), num_images, image_size, sampling,
+             views_per_person)
             for start in range(0, num_images, CHUNK)
         ]
         faces = []
@@ -164,6 +176,10 @@ def make_dataset(out, num_images, image_size=64, seed=0, workers=2, overwrite=Fa
             {"file": name, "identity": identity, "attributes": attributes}
             for name, (identity, attributes) in zip(filenames, faces)
         ]
+        if views_per_person:
+            record["views_per_person"] = views_per_person
+            for index, face in enumerate(record["faces"]):
+                face["person"] = index // views_per_person
         atomic_write(os.path.join(building, IDENTITIES_JSON), json.dumps(record, separators=(",", ":")))
         replace_directory(building, out)
     except BaseException:
@@ -182,13 +198,17 @@ def main(argv=None):
                         help="attribute statistics: CelebA-like correlations (the training data) or "
                              "independent fair coins within the renderer's hard rules (for an "
                              "evaluation classifier that must not read one attribute from another)")
+    parser.add_argument("--views_per_person", type=int, default=0,
+                        help="K > 0: K views of each person (face i is person i // K; pose, light, "
+                             "background, clothes and attributes redrawn per view), for the identity "
+                             "networks; 0: one face per person")
     parser.add_argument("--workers", type=int, default=2, help="rendering processes")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     args = parser.parse_args(argv)
     previous_term = signal.signal(signal.SIGTERM, _terminate)  # SIGTERM cleans up like Ctrl-C
     try:
         out = make_dataset(args.out, args.num_images, args.image_size, args.seed, args.workers, args.overwrite,
-                           sampling=args.attributes)
+                           sampling=args.attributes, views_per_person=args.views_per_person)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

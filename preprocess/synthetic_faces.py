@@ -343,6 +343,27 @@ def example_face(seed, index, sampling="celeba"):
     return sample_identity(example_rng(seed, index, 0)), _sampler(sampling)(example_rng(seed, index, 1))
 
 
+# What a photo of a person may change without changing who it is: where the face sits, the light,
+# and (the renderer ties them to the identity, a camera would not) background and clothes.
+VIEW_FIELDS = ("background", "background_2", "background_gradient", "clothes",
+               "offset_x", "offset_y", "scale", "yaw", "light_x", "light_y")
+
+
+def person_view(seed, person, view, sampling="independent"):
+    """View ``view`` of person ``person`` of dataset ``seed``: (identity dict, int64 ndarray [20]).
+
+    The person is identity ``person`` of :func:`example_face` (the same people as a dataset of that
+    seed); each view redraws the :data:`VIEW_FIELDS` and the attributes, so that what stays the same
+    across views is the person alone (for training a face-identity network)."""
+    person_identity = sample_identity(example_rng(seed, person, 0))
+    if int(view) < 0:
+        raise ValueError(f"view must be non-negative, got {view}")
+    scene = sample_identity(np.random.default_rng([int(seed), int(person), 2, int(view)]))
+    identity = dict(person_identity, **{k: scene[k] for k in VIEW_FIELDS})
+    attributes = _sampler(sampling)(np.random.default_rng([int(seed), int(person), 3, int(view)]))
+    return identity, attributes
+
+
 def make_identities(seed, n):
     """Identities 0..n-1 of dataset ``seed`` (deterministic)."""
     return [sample_identity(example_rng(seed, i, 0)) for i in range(n)]
