@@ -7,8 +7,6 @@ with checks whose messages name the file.
 
 import os
 
-import torch
-
 ATTRIBUTES_FILE = "attributes.pt"
 
 
@@ -25,6 +23,8 @@ def read_attribute_table(data_dir, num_attributes=None, num_images=None, binary=
     :return: float32 tensor [N, A].
     :raises FileNotFoundError: no such file. ValueError: unreadable, or fails a check.
     """
+    import torch  # here, not at the top: scripts check their flags before torch loads
+
     path = os.path.join(data_dir, ATTRIBUTES_FILE)
     if not os.path.isfile(path):
         shape = f"[N, {num_attributes}]" if num_attributes else "[N, A]"

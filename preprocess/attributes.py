@@ -22,13 +22,10 @@ CLI::
 import argparse
 import io
 import os
-import shutil
 import sys
-import tempfile
 
 import blobfile as bf
 import numpy as np
-import torch
 
 from guided_diffusion.atomic import atomic_write
 from guided_diffusion.attribute_table import ATTRIBUTES_FILE, read_attribute_table
@@ -182,6 +179,8 @@ def celeba_to_paper(attrs40):
     :param attrs40: array or tensor [N, 40] with values in {-1, 1}.
     :return: float32 tensor [N, 20] of 0/1 in :data:`ATTRIBUTE_NAMES` order.
     """
+    import torch  # here, not at the top: scripts check their flags before torch loads
+
     attrs40 = torch.as_tensor(np.asarray(attrs40))
     if attrs40.ndim != 2 or attrs40.shape[1] != len(CELEBA_ATTRIBUTE_NAMES):
         raise ValueError(
@@ -206,8 +205,13 @@ def read_attribute_file(path, expected_names=None):
     """
     if not bf.exists(path):
         raise FileNotFoundError(f"attribute file not found: {path}")
-    with bf.BlobFile(path, "r") as f:
-        lines = f.read().splitlines()
+    if bf.isdir(path):
+        raise ValueError(f"attribute file {path} is a folder, not a file")
+    try:
+        with bf.BlobFile(path, "r") as f:
+            lines = f.read().splitlines()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not a text file (CelebA's attribute format is text)") from None
     if len(lines) < 2:
         raise ValueError(f"{path}: expected a count line and a names line")
     try:
@@ -226,6 +230,7 @@ def read_attribute_file(path, expected_names=None):
     if len(rows) != count:
         raise ValueError(f"{path}: line 1 announces {count} rows, found {len(rows)}")
     filenames = []
+    first_line = {}  # a repeated filename would give one image two rows and drop another
     values = np.empty((count, len(names)), dtype=np.int8)
     for row, (number, line) in enumerate(rows):
         fields = line.split()
@@ -237,6 +242,9 @@ def read_attribute_file(path, expected_names=None):
         bad = [v for v in fields[1:] if v not in ("1", "-1")]
         if bad:
             raise ValueError(f"{path}:{number}: values must be -1 or 1, got {bad[0]!r}")
+        if fields[0] in first_line:
+            raise ValueError(f"{path}:{number}: {fields[0]} is listed twice (first on line {first_line[fields[0]]})")
+        first_line[fields[0]] = number
         filenames.append(fields[0])
         values[row] = [int(v) for v in fields[1:]]
     return names, filenames, values, [number for number, _ in rows]
@@ -250,6 +258,8 @@ def read_hq_mapping(path):
     """
     if not bf.exists(path):
         raise FileNotFoundError(f"CelebA-HQ mapping file not found: {path}")
+    if bf.isdir(path):
+        raise ValueError(f"CelebA-HQ mapping file {path} is a folder, not a file")
     with bf.BlobFile(path, "r") as f:
         lines = f.read().splitlines()
     if not lines or lines[0].split()[:3] != ["idx", "orig_idx", "orig_file"]:
@@ -311,19 +321,9 @@ def _data_line_numbers(path):
         return [n for n, line in enumerate(f.read().splitlines()[1:], 2) if line.strip()]
 
 
-def replace_directory(building, out):
-    """Move the finished directory ``building`` to ``out``, replacing any previous ``out`` only
-    once the new one is complete (datasets are built beside their destination, then published)."""
-    if os.path.exists(out):
-        previous = tempfile.mkdtemp(dir=os.path.dirname(os.path.abspath(out)), prefix=f".{os.path.basename(out)}.old-")
-        os.replace(out, os.path.join(previous, "dataset"))
-        os.replace(building, out)
-        shutil.rmtree(previous)
-    else:
-        os.replace(building, out)
-
-
 def _check_attributes(attributes):
+    import torch
+
     attributes = torch.as_tensor(np.asarray(attributes), dtype=torch.float32)
     if attributes.ndim != 2 or attributes.shape[1] != len(ATTRIBUTE_NAMES):
         raise ValueError(f"attributes must have shape [N, 20], got {list(attributes.shape)}")
@@ -346,6 +346,8 @@ def format_attribute_file(filenames, attributes):
 def write_attributes(out_dir, filenames, attributes):
     """Write ``attributes.pt`` (float [N, 20] of 0/1) and ``attributes.txt``
     (CelebA format) into ``out_dir``, each atomically."""
+    import torch
+
     attributes = _check_attributes(attributes)
     text = format_attribute_file(filenames, attributes)
     buffer = io.BytesIO()

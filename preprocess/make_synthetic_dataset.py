@@ -11,32 +11,35 @@ Face i depends only on (seed, i), so different seeds give disjoint identities:
 a held-out set is just another seed. The dataset is built in a temporary
 directory beside DIR (``.DIR.building-<pid>-*``) and renamed at the end, so
 an interrupted run leaves no partial dataset; the folder a killed run (SIGKILL,
-power loss) could not remove is removed by the next run for the same DIR.
-Ctrl-C prints one line, and the rendering processes die with the main one.
+power loss) could not remove is removed by the next run for the same DIR, which
+says so. Ctrl-C prints one line, and the rendering processes die with the main one.
+--overwrite replaces only a dataset this script wrote (its ``.cyclediff-output.json``
+marker, or for datasets from before the marker an identities.json of this format
+beside nothing but the dataset's own files): guided_diffusion/safe_paths.py.
 """
 
-import argparse
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import signal
 import sys
-import tempfile
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from guided_diffusion import safe_paths
 from guided_diffusion.atomic import atomic_write
 from preprocess.attributes import (
     ATTRIBUTE_NAMES,
     image_filename,
-    replace_directory,
     write_attributes,
 )
 from preprocess.synthetic_faces import (
     ATTRIBUTE_SAMPLERS,
+    IDENTITIES_FORMAT,
     IDENTITIES_JSON,
     example_face,
     identities_header,
@@ -63,37 +66,25 @@ def _worker_init(parent_pid):
             os._exit(1)
 
 
-def _building_prefix(out):
-    return f".{os.path.basename(out)}.building-"
+TOOL = "make_synthetic_dataset.py"
+_DATASET_FILE = re.compile(r"(\d+\.png|attributes\.pt|attributes\.txt|identities\.json)")
 
 
-def _pid_alive(pid):
+def is_legacy_dataset(folder):
+    """A dataset this script wrote before it marked its output: an identities.json of this format and
+    nothing but the dataset's own files."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(os.path.join(folder, IDENTITIES_JSON)) as f:
+            if json.load(f).get("format") != IDENTITIES_FORMAT:
+                return False
+    except (OSError, ValueError, AttributeError):
         return False
-    except PermissionError:  # another user's process
-        return True
-    return True
+    return all(_DATASET_FILE.fullmatch(name) for name in safe_paths.listing(folder))
 
 
 def remove_stale_builds(out):
-    """Remove the ``.NAME.building-*`` folders beside ``out`` that no running process owns (left by
-    a killed run); return their paths. A folder whose pid is still alive is kept (a concurrent run)."""
-    parent, prefix = os.path.dirname(out), _building_prefix(out)
-    removed = []
-    if not os.path.isdir(parent):
-        return removed
-    for name in sorted(os.listdir(parent)):
-        path = os.path.join(parent, name)
-        if not (name.startswith(prefix) and os.path.isdir(path)):
-            continue
-        pid = name[len(prefix):].split("-", 1)[0]
-        if pid.isdigit() and _pid_alive(int(pid)):
-            continue  # older versions wrote no pid: such folders are stale by now
-        shutil.rmtree(path, ignore_errors=True)
-        removed.append(path)
-    return removed
+    """The ``.NAME.building-*`` folders a killed run left beside ``out``, removed (safe_paths)."""
+    return safe_paths.remove_stale_builds(out)
 
 
 def _render_chunk(job):
@@ -137,17 +128,9 @@ def make_dataset(out, num_images, image_size=64, seed=0, workers=2, overwrite=Fa
         raise ValueError(f"--workers must be at least 1, got {workers}")
     example_face(seed, 0, sampling)  # a bad sampling name fails before anything is written
     render(example_face(seed, 0)[0], np.zeros(len(ATTRIBUTE_NAMES), dtype=np.int64), image_size)
+    safe_paths.check_new_folder(out, "--out", TOOL, overwrite, recognise=is_legacy_dataset)
     out = os.path.abspath(out)
-    if os.path.exists(out) and not overwrite:
-        raise ValueError(f"{out} already exists (pass --overwrite to replace it)")
-    parent = os.path.dirname(out)
-    os.makedirs(parent, exist_ok=True)
-    for path in remove_stale_builds(out):
-        print(f"removed {path}, left by an interrupted run", file=sys.stderr)
-    building = tempfile.mkdtemp(dir=parent, prefix=f"{_building_prefix(out)}{os.getpid()}-")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(building, 0o777 & ~umask)  # mkdtemp makes it private
+    building = safe_paths.start_building(out)
     try:
         jobs = [
             (building, seed, start, min(start + CHUNK, num_images), num_images, image_size, sampling,
@@ -181,7 +164,7 @@ def make_dataset(out, num_images, image_size=64, seed=0, workers=2, overwrite=Fa
             for index, face in enumerate(record["faces"]):
                 face["person"] = index // views_per_person
         atomic_write(os.path.join(building, IDENTITIES_JSON), json.dumps(record, separators=(",", ":")))
-        replace_directory(building, out)
+        safe_paths.publish(building, out, TOOL, recognise=is_legacy_dataset)
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)
         raise
@@ -189,7 +172,7 @@ def make_dataset(out, num_images, image_size=64, seed=0, workers=2, overwrite=Fa
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Render a synthetic-faces dataset with ground-truth attributes.")
+    parser = safe_paths.OneLineParser(description="Render a synthetic-faces dataset with ground-truth attributes.")
     parser.add_argument("--out", required=True, help="dataset directory to create")
     parser.add_argument("--num_images", type=int, default=30000)
     parser.add_argument("--image_size", type=int, default=64, help="32..256")
@@ -203,15 +186,15 @@ def main(argv=None):
                              "background, clothes and attributes redrawn per view), for the identity "
                              "networks; 0: one face per person")
     parser.add_argument("--workers", type=int, default=2, help="rendering processes")
-    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace --out if it is a dataset this script wrote (nothing else is ever replaced)")
     args = parser.parse_args(argv)
     previous_term = signal.signal(signal.SIGTERM, _terminate)  # SIGTERM cleans up like Ctrl-C
     try:
         out = make_dataset(args.out, args.num_images, args.image_size, args.seed, args.workers, args.overwrite,
                            sampling=args.attributes, views_per_person=args.views_per_person)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
+        return safe_paths.report_input_error(e)
     except KeyboardInterrupt:
         print(f"\ninterrupted: {os.path.abspath(args.out)} not written (nor changed)", file=sys.stderr)
         return 130

@@ -17,23 +17,25 @@ attribute rows when annotations are given (CelebA's sorted filenames, or the HQ
 index), else the images sorted by name (numerically when names are numbers).
 With annotations, ``attributes.pt`` and ``attributes.txt`` are written too.
 --input may be any path blobfile reads. The dataset is built in a temporary
-directory beside --out and renamed at the end: a failed run leaves nothing.
+directory beside --out (``.OUT.building-<pid>-*``) and renamed at the end: a failed
+run leaves nothing, and the folder a killed run could not remove is removed by the
+next run for the same --out, which says so. --out may be neither --input nor a folder
+containing it; --overwrite replaces only a dataset this script wrote (its
+``.cyclediff-output.json`` marker): guided_diffusion/safe_paths.py.
 """
 
-import argparse
 import multiprocessing
 import os
 import shutil
 import sys
-import tempfile
 
 import blobfile as bf
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
+from guided_diffusion import safe_paths
 from guided_diffusion.image_files import IMAGE_EXTENSIONS, is_image_file
 from preprocess.attributes import (
-    replace_directory,
     image_filename,
     image_sort_key,
     load_celeba_attributes,
@@ -41,9 +43,16 @@ from preprocess.attributes import (
 )
 
 
+TOOL = "prepare_images.py"
+# Larger squares are no face dataset: 16384 px is already 1 GB of pixels per image in memory.
+MAX_IMAGE_SIZE = 4096
+
+
 def list_images(input_dir):
     """Image files directly in ``input_dir`` (blobfile path), in dataset order."""
     if not bf.isdir(input_dir):
+        if bf.exists(input_dir):
+            raise ValueError(f"--input {input_dir} is a file, not a folder of images")
         raise FileNotFoundError(f"input folder not found: {input_dir}")
     names = [n for n in bf.listdir(input_dir) if is_image_file(n)]
     if not names:
@@ -106,8 +115,8 @@ def prepare(
 
     :return: number of images written; attributes.pt/.txt only with ``celeba_attr``.
     """
-    if image_size < 8:
-        raise ValueError(f"--image_size must be at least 8, got {image_size}")
+    if not 8 <= image_size <= MAX_IMAGE_SIZE:
+        raise ValueError(f"--image_size must be in [8, {MAX_IMAGE_SIZE}], got {image_size}")
     if workers < 1:
         raise ValueError(f"--workers must be at least 1, got {workers}")
     if hq_mapping is not None and celeba_attr is None:
@@ -117,16 +126,13 @@ def prepare(
     if celeba_attr is not None:
         keys, attributes, sources = load_celeba_attributes(celeba_attr, hq_mapping)
         names = _match_rows(input_dir, names, keys, sources, hq=hq_mapping is not None)
+    local_inputs = [(flag, path) for flag, path in
+                     (("--input", input_dir), ("--celeba_attr", celeba_attr), ("--hq_mapping", hq_mapping))
+                     if path is not None and "://" not in path]
+    safe_paths.check_new_folder(out, "--out", TOOL, overwrite, inputs=local_inputs)
     out = os.path.abspath(out)
-    if os.path.exists(out) and not overwrite:
-        raise ValueError(f"{out} already exists (pass --overwrite to replace it)")
-    parent = os.path.dirname(out)
-    os.makedirs(parent, exist_ok=True)
-    building = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(out)}.building-")
+    building = safe_paths.start_building(out)
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(building, 0o777 & ~umask)  # mkdtemp makes it private
         count = len(names)
         targets = [image_filename(i, count) for i in range(count)]
         jobs = [(bf.join(input_dir, n), os.path.join(building, t), image_size) for n, t in zip(names, targets)]
@@ -142,7 +148,7 @@ def prepare(
                     bar.update(1)
         if attributes is not None:
             write_attributes(building, targets, attributes)
-        replace_directory(building, out)
+        safe_paths.publish(building, out, TOOL)
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)
         raise
@@ -150,22 +156,22 @@ def prepare(
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Square, resized, renamed face images (+ attributes) for training.")
+    parser = safe_paths.OneLineParser(description="Square, resized, renamed face images (+ attributes) for training.")
     parser.add_argument("--input", required=True, help="folder of images (any blobfile path)")
     parser.add_argument("--out", required=True, help="dataset directory to create")
     parser.add_argument("--image_size", type=int, default=256)
     parser.add_argument("--celeba_attr", default=None, help="list_attr_celeba.txt (omit for unlabelled images)")
     parser.add_argument("--hq_mapping", default=None, help="CelebA-HQ-to-CelebA-mapping.txt (CelebA-HQ images)")
     parser.add_argument("--workers", type=int, default=2, help="processes converting images")
-    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace --out if it is a dataset this script wrote (nothing else is ever replaced)")
     args = parser.parse_args(argv)
     try:
         count = prepare(
             args.input, args.out, args.image_size, args.celeba_attr, args.hq_mapping, args.workers, args.overwrite
         )
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
+        return safe_paths.report_input_error(e)
     print(f"wrote {count} images ({args.image_size}x{args.image_size}) to {args.out}")
     if args.celeba_attr is None:
         print("no annotations given: no attributes.pt written; the editor will estimate attributes with the classifier")

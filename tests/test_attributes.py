@@ -256,7 +256,7 @@ def test_prepare_unlabelled_folder_via_cli(tmp_path, repo_root):
     )
     assert result.returncode == 0, result.stderr
     assert "estimate attributes with the classifier" in result.stdout
-    assert sorted(os.listdir(tmp_path / "out")) == ["00000.png", "00001.png"]
+    assert sorted(os.listdir(tmp_path / "out")) == [".cyclediff-output.json", "00000.png", "00001.png"]
     assert _centre(tmp_path / "out" / "00000.png")[0] > 200  # a.jpg sorts first
 
 

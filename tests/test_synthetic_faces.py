@@ -253,7 +253,7 @@ def test_cli_reports_bad_input_in_one_line(tmp_path, repo_root):
         capture_output=True,
         text=True,
     )
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "image_size" in result.stderr
     assert not os.path.exists(tmp_path / "x")
 
