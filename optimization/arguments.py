@@ -11,6 +11,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_MODEL_PATH = os.path.join(REPO_ROOT, "checkpoints", "diffusion.pt")
 DEFAULT_CLASSIFIER_PATH = os.path.join(REPO_ROOT, "checkpoints", "classifier.pt")
 DEFAULT_EVAL_CLASSIFIER_PATH = os.path.join(REPO_ROOT, "checkpoints", "eval_classifier.pt")
+DEFAULT_IDENTITY_NET_PATH = os.path.join(REPO_ROOT, "checkpoints", "identity.pt")
 DEFAULT_OUTPUT_PATH = "outputs"
 # The embedded default input: faces rendered on the fly by the synthetic-face renderer, from a
 # seed never used for training ("synthetic:SEED").
@@ -51,7 +52,7 @@ _WEIGHT_HELP = {
     "cycle_reconstruct_lambda": "weight of the cycle-consistency term",
     "range_lambda": "weight of the penalty on x0_hat pixels outside [-1, 1]",
     "lpips_sim_lambda": "weight of LPIPS to the input (needs the lpips package and AlexNet weights on disk)",
-    "id_lambda": "weight of the ArcFace identity distance to the input (needs --ir_se50_weights)",
+    "id_lambda": "weight of the identity distance to the input (--identity_net, or --ir_se50_weights on real faces)",
     "preserve_lambda": "weight of the classifier term keeping the other attributes at the reference",
 }
 
@@ -146,7 +147,11 @@ def _add_input_and_model_flags(p):
                         "(optimization/domain.py): 'synthetic:SEED' (the shipped models: synthetic:0), a "
                         "dataset directory, or 'none' to skip the check")
     g.add_argument("--ir_se50_weights", type=str, default=None,
-                   help="ArcFace IR-SE50 weights for the identity loss (off without them)")
+                   help="ArcFace IR-SE50 weights for the identity loss on real faces (the paper's network; "
+                        "replaces --identity_net)")
+    g.add_argument("--identity_net", type=str, default=DEFAULT_IDENTITY_NET_PATH,
+                   help="face-identity network of the id_lambda term (default: the shipped synthetic-faces "
+                        "network, checkpoints/identity.pt; '' for none)")
     g.add_argument("--model_output_size", type=int, default=None,
                    help="expected model resolution; checked against the checkpoint's JSON")
     g.add_argument("--device", type=str, default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")

@@ -370,7 +370,7 @@ def _write_job(args, job, results, opts, judges, grid_name, json_name):
         eval_classifier_before=_named(before["evaluation"]) if "evaluation" in before else None,
         out_of_domain=job.domain["out_of_domain"] if job.domain is not None else None,
         domain_check=job.domain,
-        notes=job.notes, warnings=job_warnings,
+        notes=job.notes, warnings=job_warnings, guidance_terms=getattr(args, "guidance_terms", None),
         edits=records, options=_jsonable(vars(opts) | {"weights": asdict(opts.weights)}),
         flags=_jsonable(vars(args)))
     summary = _finite_json(summary)
@@ -417,6 +417,26 @@ def _caption(a_ref, rec, domain):
     return "\n".join(lines)
 
 
+def guidance_terms(opts, editor):
+    """The guidance loss terms an edit runs with: {name: {"weight", "how"}} for each weight > 0 whose
+    network is loaded (the attribute term needs the guidance classifier)."""
+    w = opts.weights
+    terms = {}
+    if w.attribute_guidance_lambda and editor.classifier is not None:
+        terms["attribute"] = dict(weight=w.attribute_guidance_lambda, how="guidance classifier")
+    if w.preserve_lambda and editor.classifier is not None:
+        terms["preserve"] = dict(weight=w.preserve_lambda, how="the other attributes, guidance classifier")
+    if w.cycle_reconstruct_lambda:
+        terms["cycle"] = dict(weight=w.cycle_reconstruct_lambda, how=f"{opts.cycle_schema}, target {opts.cycle_target}")
+    if w.range_lambda:
+        terms["range"] = dict(weight=w.range_lambda, how="")
+    if w.lpips_sim_lambda and editor.lpips_fn is not None:
+        terms["lpips"] = dict(weight=w.lpips_sim_lambda, how="AlexNet LPIPS")
+    if w.id_lambda and editor.id_fn is not None:
+        terms["identity"] = dict(weight=w.id_lambda, how=editor.identity_source)
+    return terms
+
+
 def _finite_json(value):
     """`value` with every non-finite float replaced by None (strict JSON has no NaN)."""
     if isinstance(value, float):
@@ -454,7 +474,8 @@ def load_models(args, plan):
 
     editor = _load_checkpoint("--model_path", args.model_path, lambda: AttributeEditor(
         args.model_path, None, device=plan.device, lpips=bool(plan.opts.weights.lpips_sim_lambda),
-        ir_se50_weights=args.ir_se50_weights))
+        ir_se50_weights=args.ir_se50_weights if plan.opts.weights.id_lambda else None,
+        identity_net=(args.identity_net or None) if plan.opts.weights.id_lambda else None))
     if plan.classifier_path:
         editor.classifier = _load_checkpoint("--attribute_cpk_path", plan.classifier_path, lambda: load_classifier(
             plan.classifier_path, device=editor.device)).requires_grad_(False).to(editor.dtype)
@@ -495,8 +516,11 @@ def main(argv=None):
     if editor.lpips_fn is None:
         opts.weights.lpips_sim_lambda = 0.0
     if editor.id_fn is None and opts.weights.id_lambda:
-        print("id_lambda set to 0: no --ir_se50_weights given.")
+        print("id_lambda set to 0: no identity network (--identity_net '' and no --ir_se50_weights).")
         opts.weights.id_lambda = 0.0
+    args.guidance_terms = guidance_terms(opts, editor)
+    print("guidance terms: " + (", ".join(f"{name} {term['weight']:g}" + (f" ({term['how']})" if term.get("how") else "")
+                                          for name, term in args.guidance_terms.items()) or "none"))
     jobs = build_jobs(args, editor, sources, plan)
     if reference is not None:
         reader, statistics = reference

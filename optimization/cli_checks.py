@@ -102,6 +102,8 @@ def check_model_files(args, eval_classifier_path):
         check_checkpoint_file(eval_classifier_path, "--eval_classifier_path")
     if args.ir_se50_weights:
         check_checkpoint_file(args.ir_se50_weights, "--ir_se50_weights")
+    elif getattr(args, "identity_net", None) and (getattr(args, "id_lambda", None) or 0) > 0:
+        check_checkpoint_file(args.identity_net, "--identity_net")
 
 
 def check_inputs(args, default_image_index=None, default_attribute_index=None):

@@ -322,11 +322,13 @@ class AttributeEditor:
     :param model_path: diffusion checkpoint with its JSON beside it.
     :param classifier_path: attribute classifier checkpoint, or None for no attribute guidance.
     :param lpips: load LPIPS (when its weights are on disk).
-    :param ir_se50_weights: ArcFace weights for the identity loss, or None.
+    :param ir_se50_weights: ArcFace IR-SE50 weights for the identity loss (real faces), or None.
+    :param identity_net: a `preprocess.identity` checkpoint for the identity loss (synthetic faces),
+        used when no IR-SE50 weights are given, or None.
     """
 
     def __init__(self, model_path, classifier_path=None, device=None, lpips=False, ir_se50_weights=None,
-                 dtype=torch.float32):
+                 dtype=torch.float32, identity_net=None):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.dtype = dtype
         model, _, self.config = load_diffusion_model(model_path, device=self.device)
@@ -342,9 +344,15 @@ class AttributeEditor:
                 raise ValueError(f"classifier {classifier_path} predicts {n} attributes; the editor needs {NUM_ATTRIBUTES}")
         self.lpips_fn = load_lpips(self.device) if lpips else None
         self.id_fn = None
+        self.identity_source = None
         if ir_se50_weights:
             from .id_loss import load_id_loss
             self.id_fn = load_id_loss(ir_se50_weights, self.device)
+            self.identity_source = f"ArcFace IR-SE50 ({ir_se50_weights})"
+        elif identity_net:
+            from preprocess.identity import IdentityLoss, load_identity_net
+            self.id_fn = IdentityLoss(load_identity_net(identity_net, self.device)).to(dtype)
+            self.identity_source = f"synthetic-faces identity network ({identity_net})"
         self._diffusions = {}
 
     def diffusion(self, timestep_respacing):

@@ -61,14 +61,19 @@ FINAL_NAME = "identity.pt"
 # ---------------------------------------------------------------- data
 
 
-def load_people(data_dir, progress=True):
-    """Images uint8 [N, 3, H, W], person ids long [N] and the identities record of a views dataset."""
+def read_people(data_dir):
+    """Person ids long [N] and the identities record of a views dataset (no images read)."""
     record = read_identities(data_dir)
     if not record.get("views_per_person"):
         raise ValueError(f"{data_dir} has one face per person; the identity network needs several views of each "
                          "(make_synthetic_dataset.py --views_per_person K)")
+    return torch.tensor([face["person"] for face in record["faces"]], dtype=torch.long), record
+
+
+def load_people(data_dir, progress=True):
+    """Images uint8 [N, 3, H, W], person ids long [N] and the identities record of a views dataset."""
+    people, record = read_people(data_dir)
     images, _ = load_labelled_images(data_dir, len(ATTRIBUTE_NAMES), progress=progress)
-    people = torch.tensor([face["person"] for face in record["faces"]], dtype=torch.long)
     if len(people) != len(images):
         raise ValueError(f"{data_dir}: identities.json lists {len(people)} faces, the folder holds {len(images)}")
     return images, people, record
@@ -439,12 +444,13 @@ def run_training(args):
     if world_size == 1 and args.nprocs > 1:
         world_size = args.nprocs
     check_args(args, world_size)
-    images, people, _ = load_people(args.data_dir, progress=rank == 0)
+    people, _ = read_people(args.data_dir)  # every check before the images are read
     train_indices, _ = split_people(people, args.val_people)
     if len(train_indices) < args.batch_size:
         raise ValueError(f"{len(train_indices)} training images, fewer than --batch_size {args.batch_size}")
     num_classes = int(people[train_indices].max()) + 1
     resume_path = find_resume(args, num_classes, announce=rank == 0)
+    images, people, _ = load_people(args.data_dir, progress=rank == 0)
     if comm is not None and world_size > 1:  # one rank per MPI process
         if not args.master_port:
             args.master_port = comm.bcast(free_port() if rank == 0 else None, root=0)
