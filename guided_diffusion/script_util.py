@@ -8,11 +8,10 @@ import argparse
 import json
 import os
 
-from . import dist_util
-from . import gaussian_diffusion as gd
 from .atomic import atomic_write
-from .respace import SpacedDiffusion, space_timesteps
-from .unet import UNetModel
+
+# The model code (torch) is imported by the functions that build models: the defaults, the flag
+# helpers and the config readers stay torch-free, so scripts check their flags before torch loads.
 
 NUM_CLASSES = 1000
 MODEL_CONFIG_FILE = "model_config.json"
@@ -194,6 +193,8 @@ def create_model(
     """
     if class_cond and num_attributes:
         raise ValueError("class_cond and num_attributes are exclusive: set --num_attributes 0 for class_cond")
+    from .unet import UNetModel
+
     return UNetModel(
         image_size=image_size,
         in_channels=3,
@@ -231,6 +232,9 @@ def create_gaussian_diffusion(
     snr_gamma=None,
 ):
     """A SpacedDiffusion; `timestep_respacing` "" keeps all `steps` steps."""
+    from . import gaussian_diffusion as gd
+    from .respace import SpacedDiffusion, space_timesteps
+
     if predict_xstart and predict_v:
         raise ValueError("predict_xstart and predict_v exclude each other: the model predicts one target")
     betas = gd.get_named_beta_schedule(noise_schedule, steps)
@@ -400,6 +404,8 @@ def load_diffusion_model(checkpoint_path, device="cpu", timestep_respacing=None)
     :param timestep_respacing: overrides the recorded respacing (e.g. "ddim25").
     :return: (model in eval mode, diffusion, config dict).
     """
+    from . import dist_util
+
     if not os.path.isfile(checkpoint_path):
         raise FileNotFoundError(f"checkpoint not found: {checkpoint_path}")
     config = load_model_config(checkpoint_path)

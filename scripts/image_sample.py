@@ -21,33 +21,42 @@ import os
 import sys
 
 import numpy as np
-import torch
 from PIL import Image
-from torchvision.utils import make_grid
-from tqdm.auto import tqdm
 
 from guided_diffusion.atomic import atomic_save_image, atomic_write
-from guided_diffusion.script_util import load_diffusion_model, load_model_config, str2bool
-from guided_diffusion.train_util import find_ema_checkpoint, find_resume_checkpoint
+from guided_diffusion.safe_paths import OneLineParser, check_output_file, report_input_error
+from guided_diffusion.script_util import load_model_config, str2bool
 from preprocess.attributes import ATTRIBUTE_NAMES
 
 
 def main(argv=None):
     args = create_argparser().parse_args(argv)
     try:
+        check_outputs(args)  # before torch and the model load: a bad path costs no sampling
         sample(args)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except (ValueError, FileNotFoundError, NotADirectoryError) as exc:
+        return report_input_error(exc)
     except KeyboardInterrupt:
         print(f"\ninterrupted: {args.output} not written", file=sys.stderr)
         return 130
     return 0
 
 
-def sample(args):
+def check_outputs(args):
+    """The grid and the .npz beside it can be written: not below a file, not an existing folder."""
     if args.num_samples <= 0 or args.batch_size <= 0:
         raise ValueError("--num_samples and --batch_size must be positive")
+    check_output_file(args.output, "--output")
+    check_output_file(os.path.splitext(args.output)[0] + ".npz", "--output's .npz")
+
+
+def sample(args):
+    import torch
+    from torchvision.utils import make_grid
+    from tqdm.auto import tqdm
+
+    from guided_diffusion.script_util import load_diffusion_model
+
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     path = resolve_checkpoint(args.checkpoint, args.use_ema, args.ema_rate)
     conditions = parse_conditions(args, load_model_config(path))
@@ -102,6 +111,8 @@ def sample(args):
 
 def resolve_checkpoint(checkpoint, use_ema, ema_rate):
     """A .pt file as given; for a log dir, its latest EMA (or model) checkpoint."""
+    from guided_diffusion.train_util import find_ema_checkpoint, find_resume_checkpoint
+
     if not os.path.exists(checkpoint):
         raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
     if not os.path.isdir(checkpoint):
@@ -119,6 +130,8 @@ def parse_conditions(args, config):
     The conditioning rows: float [K, A] attribute vectors, long [K] labels,
     or None for an unconditional model.
     """
+    import torch
+
     num_attributes = config["num_attributes"]
     if config["class_cond"]:
         if not args.class_labels:
@@ -164,9 +177,13 @@ def parse_conditions(args, config):
 
 def read_attributes_file(path):
     """Attribute rows from a .pt tensor [K, A] or a text file with one comma-separated vector per line."""
+    if os.path.isdir(path):
+        raise ValueError(f"--attributes_file {path} is a folder, not a file")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"attributes file not found: {path}")
     if path.endswith(".pt"):
+        import torch
+
         try:
             tensor = torch.load(path, map_location="cpu")
         except Exception as exc:
@@ -206,7 +223,7 @@ def attribute_help():
 
 
 def create_argparser():
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         description=__doc__.split("\n\n")[0].strip(),
         epilog=attribute_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,

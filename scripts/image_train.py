@@ -10,49 +10,71 @@ lr 1e-4 decaying linearly to 0 at step 500,000, batch 4 per rank, EMA 0.9999).
 Running the same command again resumes from the latest checkpoint in
 --log_dir; model_config.json there records the model/diffusion flags, so
 sampling and editing never need them again.
+
+The flags, --log_dir and every image's size are checked before torch is imported; a refused run
+leaves no log behind (a --log_dir it created is removed again).
 """
 
-import argparse
 import os
+import re
+import shutil
 import sys
 
-import torch
+from guided_diffusion.image_files import list_image_files
+from guided_diffusion.safe_paths import OneLineParser, check_not_below_file, report_input_error
+from guided_diffusion.script_util import add_dict_to_argparser, model_and_diffusion_defaults
 
-from guided_diffusion import dist_util, logger
-from guided_diffusion.image_datasets import list_image_files, load_data
-from guided_diffusion.resample import create_named_schedule_sampler
-from guided_diffusion.script_util import (
-    add_dict_to_argparser,
-    args_to_dict,
-    check_state_dict,
-    create_model_and_diffusion,
-    model_and_diffusion_defaults,
-)
-from guided_diffusion.train_util import (
-    TrainLoop,
-    find_resume_checkpoint,
-    parse_resume_step_from_filename,
-)
+# What logger.configure writes into a new --log_dir before training starts (log.rank1.txt: rank 1's).
+_LOG_FILE = re.compile(r"(log|progress)(\.rank\d+)?\.(txt|csv)")
 
 
 def main(argv=None):
     args = create_argparser().parse_args(argv)
+    created = not os.path.exists(args.log_dir)
     try:
+        check_flags(args)
         train(args)
-    except (ValueError, FileNotFoundError) as exc:
-        if dist_util.get_rank() == 0:  # every rank raises the same error; say it once
-            print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except (ValueError, FileNotFoundError, NotADirectoryError) as exc:
+        _remove_refused_log(args.log_dir, created)
+        return report_input_error(exc)  # every rank finds the same error; rank 0 says it
     return 0
 
 
+def _remove_refused_log(log_dir, created):
+    """A --log_dir this run created and left holding only its log is removed: a refused run leaves nothing."""
+    if created and os.path.isdir(log_dir) and all(_LOG_FILE.fullmatch(n) for n in os.listdir(log_dir)):
+        shutil.rmtree(log_dir, ignore_errors=True)
+
+
+def check_flags(args):
+    """Torch-free checks, on every rank: sizes, --log_dir, and every image of --data_dir."""
+    for name in ("batch_size", "image_size", "save_interval", "log_interval"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if args.image_size > 1024:
+        raise ValueError(f"--image_size {args.image_size} is larger than the model supports (at most 1024)")
+    check_not_below_file(args.log_dir, "--log_dir")
+    if os.path.exists(args.log_dir) and not os.path.isdir(args.log_dir):
+        raise ValueError(f"--log_dir {args.log_dir} is a file, not a folder")
+    if not args.resize_data:
+        check_image_size(args.data_dir, args.image_size)
+    else:
+        list_image_files(args.data_dir)
+
+
 def train(args):
+    import torch
+
+    from guided_diffusion import dist_util, logger
+    from guided_diffusion.image_datasets import load_data
+    from guided_diffusion.resample import create_named_schedule_sampler
+    from guided_diffusion.script_util import args_to_dict, check_state_dict, create_model_and_diffusion
+    from guided_diffusion.train_util import TrainLoop, find_resume_checkpoint, parse_resume_step_from_filename
+
     dist_util.setup_dist()
     logger.configure(dir=args.log_dir)
     logger.log(f"arguments: {vars(args)}")
     torch.manual_seed(args.seed)
-    if not args.resize_data:
-        _collectively(lambda: check_image_size(args.data_dir, args.image_size))
 
     model_config = args_to_dict(args, model_and_diffusion_defaults().keys())
     model, diffusion = create_model_and_diffusion(**model_config)
@@ -109,12 +131,11 @@ def train(args):
 
 
 def check_image_size(data_dir, image_size):
-    """Refuse a dataset whose images are not image_size x image_size (the first, middle and last
-    image are looked at): the loader would resize them silently."""
+    """Refuse a dataset any of whose images is not image_size x image_size or cannot be read (every
+    image's header is read): the loader would resize them silently."""
     from PIL import Image
 
-    paths = list_image_files(data_dir)
-    for path in dict.fromkeys([paths[0], paths[len(paths) // 2], paths[-1]]):
+    for path in list_image_files(data_dir):
         try:
             with Image.open(path) as image:
                 width, height = image.size
@@ -130,6 +151,8 @@ def check_image_size(data_dir, image_size):
 
 def _collectively(fn):
     """Run fn on every rank; if it fails on any rank, raise on all (so none waits in a collective)."""
+    from guided_diffusion import dist_util
+
     result, error = None, None
     try:
         result = fn()
@@ -192,7 +215,7 @@ def create_argparser():
         seed=0,
     )
     defaults.update(model_and_diffusion_defaults())
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
+    parser = OneLineParser(description=__doc__.split("\n\n")[0].strip())
     add_dict_to_argparser(parser, defaults, help=HELP)
     return parser
 

@@ -395,6 +395,7 @@ def test_image_train_bad_input_gives_one_error_line(tmp_path, data_dir, trained_
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and message in errors[0] and "Traceback" not in err, err
+    assert not (tmp_path / "run").exists()  # a refused run leaves no log.txt
 
 
 def test_image_sample_writes_grid_and_npz(tmp_path, trained_run, capsys):
