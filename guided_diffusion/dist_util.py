@@ -179,7 +179,24 @@ def _read_bytes(path):
         return f.read()
 
 
+def _not_a_checkpoint(data):
+    """Why `data` cannot be a torch.save file (its zip format or a legacy pickle), or None."""
+    if data[:2] == b"PK" or data[:1] == b"\x80":
+        return None
+    if not data:
+        return "it is empty"
+    head = data[:64]
+    if head.startswith(b"version https://git-lfs"):
+        return "a Git LFS pointer: fetch the file with `git lfs pull`"
+    if all(32 <= b < 127 or b in (9, 10, 13) for b in head):
+        return "it is a text file"
+    return "neither torch.save's zip format nor a pickle"
+
+
 def _torch_load(data, path, **kwargs):
+    why = _not_a_checkpoint(data)
+    if why:
+        raise ValueError(f"{path} is not a PyTorch checkpoint ({why})")
     try:
         return torch.load(io.BytesIO(data), **kwargs)
     except Exception as exc:  # pickle/zip errors of every kind for a corrupt file

@@ -49,6 +49,7 @@ from guided_diffusion.atomic import atomic_torch_save, atomic_write
 from guided_diffusion.attribute_table import read_attribute_table
 from guided_diffusion.image_files import numbered_image_files
 from guided_diffusion.mpi_launch import local_rank_and_size, mpi_world
+from guided_diffusion.safe_paths import OneLineParser, check_not_below_file, check_output_file, report_input_error
 from guided_diffusion.script_util import str2bool
 from preprocess.attributes import ATTRIBUTE_NAMES
 from preprocess.classifier import (
@@ -612,6 +613,9 @@ def check_training_args(args, world_size):
         raise ValueError(f"--input_size must be at least 32 (or 0 for the dataset resolution), got {args.input_size}")
     if args.pretrained_weights and not os.path.isfile(args.pretrained_weights):
         raise FileNotFoundError(f"--pretrained_weights not found: {args.pretrained_weights}")
+    check_not_below_file(args.exp_dir, "--exp_dir")  # before any step: a bad path costs no training
+    if os.path.exists(args.exp_dir) and not os.path.isdir(args.exp_dir):
+        raise ValueError(f"--exp_dir {args.exp_dir} is a file, not a folder")
 
 
 def prepare_training(args, images, attributes, announce=True):
@@ -734,7 +738,7 @@ def model_training_options(path):
 
 
 def create_argparser():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     data = parser.add_argument_group("data")
     data.add_argument("--data_dir", default=os.path.join("data", "synthetic_faces"),
                       help="dataset directory: 00000.png ... and attributes.pt [N, num_attributes]")
@@ -793,12 +797,13 @@ def main():
     args = create_argparser().parse_args()
     try:
         if args.evaluate:
+            if args.output:
+                check_output_file(args.output, "--output")
             run_evaluation(args)
         else:
             run_training(args)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
+    except (ValueError, FileNotFoundError, NotADirectoryError) as err:
+        sys.exit(report_input_error(err))  # rank 0 says it once; every rank exits 2
 
 
 if __name__ == "__main__":

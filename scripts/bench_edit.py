@@ -5,7 +5,8 @@ With --model_path (default: the shipped checkpoint when present) the real model 
 are timed; otherwise a randomly initialised model of the given config is built for each
 --resolutions entry (speed does not depend on the weights).
 
-    python scripts/bench_edit.py                                  # shipped models, both presets
+    python scripts/bench_edit.py                                  # shipped models, the fast preset
+    python scripts/bench_edit.py --presets fast,paper             # also the 1000-step paper preset (minutes)
     python scripts/bench_edit.py --random --resolutions 64,128    # random models of the default config
 """
 import argparse
@@ -25,6 +26,9 @@ from optimization.arguments import DEFAULT_CLASSIFIER_PATH, DEFAULT_MODEL_PATH
 from optimization.editor import AttributeEditor, EditOptions
 from optimization.queries import query_from_indices
 from preprocess.classifier import AttributeClassifier
+
+# Seconds per 64 px edit on 2 CPU cores, measured (README): what the start-up line's estimate scales.
+CPU_SECONDS_PER_EDIT = {"fast": 3.0, "paper": 515.0}
 
 # The embedded default's model config, used for --random runs.
 RANDOM_CONFIG = dict(num_channels=32, channel_mult="1,2,2,2", num_res_blocks=1, attention_resolutions="16,8",
@@ -72,13 +76,28 @@ def time_preset(editor, preset, repeats, paper_steps):
     return sum(times) / len(times), evals[0], opts
 
 
+def announce(args, sizes):
+    """What will be timed and, on a CPU, about how long it takes (said before the first edit)."""
+    total = 0.0
+    for size in sizes:
+        scale = ((size or 64) / 64) ** 2
+        for preset in args.presets.split(","):
+            per_edit = CPU_SECONDS_PER_EDIT.get(preset, CPU_SECONDS_PER_EDIT["fast"]) * scale
+            if preset == "paper" and args.paper_steps:
+                per_edit *= args.paper_steps / 1000
+            total += per_edit * (args.repeats + 1)  # + the warm-up edit
+    what = f"timing preset(s) {args.presets}, {args.repeats} edits + 1 warm-up each"
+    return f"{what}; about {total / 60:.0f} min on 2 CPU cores" if total >= 90 else f"{what}; about {total:.0f} s on 2 CPU cores"
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model_path", default=DEFAULT_MODEL_PATH)
     p.add_argument("--classifier_path", default=DEFAULT_CLASSIFIER_PATH)
     p.add_argument("--random", action="store_true", help="time random-weight models of the default config")
     p.add_argument("--resolutions", default="64", help="with --random: comma list of image sizes")
-    p.add_argument("--presets", default="fast,paper")
+    p.add_argument("--presets", default="fast",
+                   help="comma list of presets to time (paper: the 1000-step preset, about 9 min per edit on a CPU)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--paper_steps", type=int, default=0,
                    help="time the paper preset with this many steps instead of 1000 (0: all 1000)")
@@ -92,9 +111,10 @@ def main(argv=None):
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
     print(f"torch {torch.__version__}, {where}, "
           f"{'random-weight models' if use_random else args.model_path}")
+    sizes = [int(s) for s in args.resolutions.split(",")] if use_random else [None]
+    print(announce(args, sizes), flush=True)
     print(f"{'preset':8s} {'res':>4s} {'steps':>6s} {'sampler':>8s} {'inversion':>10s} {'s/edit':>8s} {'UNet evals':>11s}")
     with tempfile.TemporaryDirectory() as tmp:
-        sizes = [int(s) for s in args.resolutions.split(",")] if use_random else [None]
         for size in sizes:
             if use_random:
                 model_path, clf_path = random_checkpoint(tmp, size)

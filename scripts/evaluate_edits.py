@@ -62,6 +62,7 @@ from tqdm import tqdm
 
 from guided_diffusion.attribute_table import ATTRIBUTES_FILE, read_attribute_table
 from guided_diffusion.mpi_launch import mpi_world
+from guided_diffusion.safe_paths import check_reusable_folder, report_input_error
 from optimization import evaluation as ev
 from optimization.arguments import DEFAULT_CLASSIFIER_PATH, DEFAULT_MODEL_PATH, REPO_ROOT
 from optimization.editor import AttributeEditor, EditResult
@@ -605,9 +606,10 @@ def grid_items(method_items, count):
     inputs = list(dict.fromkeys(i for _, i, _ in method_items))
     attributes = list(dict.fromkeys(k for _, _, k in method_items))
     method = method_items[0][0]
+    edited = set(method_items)  # a step of the walk may pair a face with an attribute it was not edited by
     walk = [(method, inputs[r % len(inputs)], attributes[r % len(attributes)])
             for r in range(len(inputs) * len(attributes))]
-    return list(dict.fromkeys(walk + method_items))[:count]
+    return list(dict.fromkeys([it for it in walk if it in edited] + method_items))[:count]
 
 
 def _read_png(path):
@@ -656,6 +658,9 @@ def check_flags(args, real):
         value = getattr(args, flag)
         if value is not None and value < 0:
             raise ValueError(f"--{flag} must be >= 0; got {value}")
+    # A folder with files but no run.json is the user's: its results.csv or summary.png would be replaced.
+    check_reusable_folder(args.output_dir, "--output_dir", "evaluate_edits.py",
+                          recognise=lambda folder: os.path.isfile(os.path.join(folder, "run.json")))
     require_file(args.model_path, "diffusion checkpoint (--model_path)")
     require_file(args.classifier_path, "guidance classifier (--classifier_path)")
     eval_path = args.eval_classifier_path
@@ -797,6 +802,10 @@ def main(argv=None):
     """Run the benchmark; 0 on success, 2 (one 'error:' line on stderr) on bad input."""
     args = build_parser().parse_args(argv)
     comm, rank, world = mpi_world()
+    try:
+        check_flags(args, args.dataset_dir is not None)
+    except (ValueError, FileNotFoundError) as e:  # every rank finds it: said once, every rank exits 2
+        return report_input_error(e)
     try:
         return evaluate(args, comm, rank, world)
     except (ValueError, FileNotFoundError) as e:

@@ -28,11 +28,27 @@ import os
 import sys
 import time
 
+from guided_diffusion.safe_paths import OneLineParser, check_reusable_folder, write_marker
+
 SAMPLERS = ("ddim", "ddpm")
+TOOL = "evaluate_samples.py"
+OUTPUTS = {"samples.json", "grid.png", "samples.npz"}
+
+
+def _earlier_run(folder):
+    """A folder of this script's outputs from before it marked them: those files only, and its samples.json."""
+    from guided_diffusion.safe_paths import listing
+
+    try:
+        with open(os.path.join(folder, "samples.json")) as f:
+            ours = {"floor_seed", "saturated_fraction"} <= set(json.load(f))
+    except (OSError, ValueError, TypeError):
+        return False
+    return ours and set(listing(folder)) <= OUTPUTS
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model_path", default=os.path.join("checkpoints", "diffusion.pt"),
                    help="diffusion checkpoint (its JSON beside it)")
     p.add_argument("--eval_classifier_path", default=os.path.join("checkpoints", "eval_classifier.pt"),
@@ -68,8 +84,8 @@ def validate(args):
     for name in ("model_path", "eval_classifier_path"):
         if not os.path.isfile(getattr(args, name)):
             raise FileNotFoundError(f"--{name}: no such file {getattr(args, name)}")
-    if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
-        raise ValueError(f"--output_dir {args.output_dir} exists and is not a folder")
+    # A folder this script did not write (its marker, or its own three files) keeps its samples.json and grid.png.
+    check_reusable_folder(args.output_dir, "--output_dir", TOOL, recognise=_earlier_run)
     if args.floor_seed is None:
         args.floor_seed = args.synthetic_seed + 1
     if args.floor_seed == args.synthetic_seed:
@@ -138,6 +154,7 @@ def evaluate(args):
     }
 
     os.makedirs(args.output_dir, exist_ok=True)
+    write_marker(args.output_dir, TOOL, files=None)
     rows, titles = [], []
     for r in range(min(args.grid_rows, (args.num_samples + 7) // 8)):
         part = slice(8 * r, 8 * r + 8)

@@ -7,21 +7,16 @@ Turn training outputs into the shipped checkpoints (half precision to fit the 40
 writes checkpoints/diffusion.pt + diffusion.json (the hyper-parameters recorded beside the
 training checkpoint), checkpoints/classifier.pt and checkpoints/eval_classifier.pt. Each file is
 checked to load (and to give the same outputs as the float32 original, within half-precision
-rounding) before it replaces anything.
+rounding) before it replaces anything. A destination that exists is replaced only when it is a
+PyTorch checkpoint (a file of another kind at that name is refused), and never by its own source.
 """
 import argparse
 import os
 import sys
 
-import torch
-
 from guided_diffusion.atomic import atomic_torch_save, atomic_write
-from guided_diffusion.script_util import (
-    create_model_and_diffusion,
-    load_diffusion_model,
-    save_model_config,
-)
-from preprocess.classifier import load_classifier
+from guided_diffusion.safe_paths import OneLineParser, check_not_below_file, report_input_error
+from guided_diffusion.script_util import save_model_config
 
 OUT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints")
 
@@ -35,6 +30,10 @@ def _report(path):
 
 
 def export_diffusion(src, out_dir):
+    import torch
+
+    from guided_diffusion.script_util import create_model_and_diffusion, load_diffusion_model
+
     model, _, config = load_diffusion_model(src)
     half = _half(model.state_dict())
     check, _ = create_model_and_diffusion(**config)
@@ -53,6 +52,10 @@ def export_diffusion(src, out_dir):
 
 
 def export_classifier(src, dst):
+    import torch
+
+    from preprocess.classifier import load_classifier
+
     model = load_classifier(src)
 
     def write_and_check(tmp):  # the file replaces dst only once it loads and agrees with the original
@@ -68,14 +71,47 @@ def export_classifier(src, dst):
     _report(dst)
 
 
+def _is_checkpoint(path):
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return head[:2] == b"PK" or head[:1] == b"\x80"  # torch.save's zip format, or a legacy pickle
+
+
+def check_flags(args):
+    """Every source a readable file; --out_dir a folder; each destination absent or a checkpoint, and not
+    its own source (the float32 original would be replaced by its half-precision copy)."""
+    jobs = [(flag, getattr(args, flag), name) for flag, name in
+            (("diffusion", "diffusion.pt"), ("classifier", "classifier.pt"), ("eval_classifier", "eval_classifier.pt"))
+            if getattr(args, flag)]
+    if not jobs:
+        raise ValueError("nothing to export: give --diffusion, --classifier and/or --eval_classifier")
+    check_not_below_file(args.out_dir, "--out_dir")
+    if os.path.exists(args.out_dir) and not os.path.isdir(args.out_dir):
+        raise ValueError(f"--out_dir {args.out_dir} is a file, not a folder")
+    for flag, src, name in jobs:
+        if not os.path.exists(src):
+            raise FileNotFoundError(f"--{flag}: checkpoint not found: {src}")
+        if not os.path.isfile(src):
+            raise ValueError(f"--{flag} {src} is a folder, not a checkpoint file")
+        if not _is_checkpoint(src):
+            raise ValueError(f"--{flag} {src} is not a PyTorch checkpoint")
+        dst = os.path.join(args.out_dir, name)
+        if os.path.exists(dst):
+            if os.path.realpath(dst) == os.path.realpath(src):
+                raise ValueError(f"--{flag} {src} is the file the export would replace; export to another --out_dir")
+            if not os.path.isfile(dst) or not _is_checkpoint(dst):
+                raise ValueError(f"{dst} exists and is not a checkpoint; move it away or use another --out_dir")
+
+
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--diffusion", help="training checkpoint (e.g. an EMA file) with its JSON beside it")
     p.add_argument("--classifier", help="guidance classifier (encoder_train.py's classifier.pt)")
     p.add_argument("--eval_classifier", help="evaluation classifier")
     p.add_argument("--out_dir", default=OUT_DIR)
     args = p.parse_args(argv)
     try:
+        check_flags(args)
         os.makedirs(args.out_dir, exist_ok=True)
         if args.diffusion:
             export_diffusion(args.diffusion, args.out_dir)
@@ -83,9 +119,8 @@ def main(argv=None):
             export_classifier(args.classifier, os.path.join(args.out_dir, "classifier.pt"))
         if args.eval_classifier:
             export_classifier(args.eval_classifier, os.path.join(args.out_dir, "eval_classifier.pt"))
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except (ValueError, FileNotFoundError, NotADirectoryError) as e:
+        return report_input_error(e)
     return 0
 
 

@@ -556,7 +556,7 @@ def test_the_papers_command_runs_the_file_and_fails_cleanly(tmp_path):
     command = [sys.executable, script, "--world_size", "1", "--rank", "0", "--multiprocessing_distributed", "True",
                "--data_dir", str(tmp_path / "absent"), "--exp_dir", str(tmp_path / "exp")]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr.strip() == f"error: dataset directory not found: {tmp_path / 'absent'}"
 
 
