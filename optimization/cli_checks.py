@@ -103,7 +103,12 @@ def check_model_files(args, eval_classifier_path):
     if args.ir_se50_weights:
         check_checkpoint_file(args.ir_se50_weights, "--ir_se50_weights")
     elif getattr(args, "identity_net", None) and (getattr(args, "id_lambda", None) or 0) > 0:
-        check_checkpoint_file(args.identity_net, "--identity_net")
+        from .arguments import DEFAULT_IDENTITY_NET_PATH
+
+        if args.identity_net == DEFAULT_IDENTITY_NET_PATH and not os.path.isfile(args.identity_net):
+            args.identity_net = ""  # the shipped network is missing: the id term is dropped with a message
+        else:
+            check_checkpoint_file(args.identity_net, "--identity_net")
 
 
 def check_inputs(args, default_image_index=None, default_attribute_index=None):

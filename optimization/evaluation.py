@@ -155,7 +155,7 @@ def _classifier_measures(probs_edited, probs_input, a_ref, a_q):
 
 
 def synthetic_edit_metrics(edited, x, ground_truth, allowed_mask, probs_edited, probs_input, a_ref, a_q,
-                           region=None):
+                           region=None, identity_fn=None):
     """Per-edit measures on synthetic faces.
 
     :param edited, x, ground_truth: [N, 3, H, W] edit, input, and the input's identity rendered
@@ -171,6 +171,9 @@ def synthetic_edit_metrics(edited, x, ground_truth, allowed_mask, probs_edited, 
         input), region_iou (IoU of the method's inferred region, > 0.5, with the renderer's mask; NaN
         without a region or for a reconstruction).
     :param region: [N, 1, H, W] the method's inferred region (EditResult.region), or None.
+    :param identity_fn: images -> unit identity embeddings [N, D] (the evaluation identity network):
+        adds identity_input / identity_gt, the cosine similarity of the edit's embedding to the
+        input's / the ground truth's (NaN without it).
     """
     edited, x, ground_truth = edited.cpu(), x.cpu(), ground_truth.cpu()
     out = _classifier_measures(probs_edited.cpu(), probs_input.cpu(), a_ref.cpu(), a_q.cpu())
@@ -180,6 +183,12 @@ def synthetic_edit_metrics(edited, x, ground_truth, allowed_mask, probs_edited, 
                l1_gt=metrics.l1(edited, ground_truth),
                l1_outside_mask=metrics.l1(edited, x, mask=~allowed_mask.cpu().bool()),
                region_iou=region_iou(region, allowed_mask, a_ref, a_q))
+    if identity_fn is None:
+        out["identity_input"] = out["identity_gt"] = torch.full((len(edited),), float("nan"), dtype=torch.float64)
+    else:
+        embedded = identity_fn(edited).double()
+        out["identity_input"] = (embedded * identity_fn(x).double()).sum(1)
+        out["identity_gt"] = (embedded * identity_fn(ground_truth).double()).sum(1)
     return out
 
 

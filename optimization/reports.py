@@ -24,7 +24,8 @@ GROUND_TRUTH = "ground_truth"
 # --------------------------------------------------------------------------- rows and CSV files
 
 SYNTHETIC_COLUMNS = ("method", "identity", "attribute", "direction", "success", "preservation", "preservation_gt",
-                     "psnr_gt", "l1_gt", "l1_outside_mask", "region_iou", "seconds", "unet_evals")
+                     "psnr_gt", "l1_gt", "l1_outside_mask", "region_iou", "identity_input", "identity_gt", "seconds",
+                     "unet_evals")
 REAL_COLUMNS = ("method", "image", "attribute", "direction", "success", "preservation", "l1_input",
                 "psnr_input", "lpips", "seconds", "unet_evals")
 KEY_COLUMNS = 3      # method, identity/image, attribute identify an edit

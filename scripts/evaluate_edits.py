@@ -72,9 +72,12 @@ from optimization.losses import load_lpips
 from optimization.visualization import save_image_atomic
 from preprocess.attributes import ATTRIBUTE_NAMES, EDITABLE_ATTRIBUTES, RECONSTRUCTION_INDEX
 from preprocess.classifier import load_classifier
+from preprocess.identity import load_identity_net
 from preprocess.synthetic_faces import MIN_IMAGE_SIZE, attribute_mask, example_face, render
 
 DEFAULT_EVAL_CLASSIFIER_PATH = os.path.join(REPO_ROOT, "checkpoints", "eval_classifier.pt")
+DEFAULT_IDENTITY_NET_PATH = os.path.join(REPO_ROOT, "checkpoints", "identity.pt")
+DEFAULT_EVAL_IDENTITY_NET_PATH = os.path.join(REPO_ROOT, "checkpoints", "eval_identity.pt")
 DEFAULT_SYNTHETIC_IDENTITIES = 50
 
 
@@ -87,6 +90,12 @@ def build_parser():
                    help=f"evaluation classifier (default: {os.path.relpath(DEFAULT_EVAL_CLASSIFIER_PATH, REPO_ROOT)}; "
                         "on --dataset_dir the guidance classifier stands in when the default is absent)")
     g.add_argument("--ir_se50_weights", default=None, help="ArcFace weights: the paper preset's identity loss")
+    g.add_argument("--identity_net", default=DEFAULT_IDENTITY_NET_PATH,
+                   help="identity network of the methods' id_lambda term on synthetic faces ('' for none)")
+    g.add_argument("--eval_identity_net", default=None,
+                   help="an independently trained identity network that scores identity_input / identity_gt "
+                        f"(default: {os.path.relpath(DEFAULT_EVAL_IDENTITY_NET_PATH, REPO_ROOT)} when present, "
+                        "synthetic faces; '' for none)")
     g.add_argument("--inception_weights", default=None,
                    help="torchvision inception_v3 state dict: adds FID (edited vs input images) per method")
     g.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
@@ -425,7 +434,7 @@ def edit_image_path(output_dir, method, index, attribute):
 
 # --------------------------------------------------------------------------- the run
 
-def run_edits(args, editor, eval_classifier, source, options, todo, columns, lpips_fn, rank, world):
+def run_edits(args, editor, eval_classifier, source, options, todo, columns, lpips_fn, rank, world, identity_fn=None):
     """Edit `todo` [(method, index, edit code)] in batches of one method; append each row as it finishes."""
     path = partial_path(args.output_dir, rank)
     ev.write_rows_atomic(path, ev.read_rows(path, columns), columns)  # drops a line cut by a kill
@@ -455,7 +464,7 @@ def run_edits(args, editor, eval_classifier, source, options, todo, columns, lpi
             if truth is not None:
                 allowed = torch.cat([source.allowed_mask(i, k) for _, i, k in batch])
                 measures = ev.synthetic_edit_metrics(result.images, x, truth, allowed, probs_edited, probs_input,
-                                                     a_ref, a_q, region=result.region)
+                                                     a_ref, a_q, region=result.region, identity_fn=identity_fn)
             else:
                 measures = ev.real_edit_metrics(result.images, x, probs_edited, probs_input, a_ref, a_q, lpips_fn)
             pixels = to_uint8(result.images)
@@ -670,6 +679,14 @@ def check_flags(args, real):
         require_file(eval_path, "evaluation classifier (--eval_classifier_path)")
     if args.inception_weights is not None:
         require_file(args.inception_weights, "inception weights (--inception_weights)")
+    if args.identity_net == DEFAULT_IDENTITY_NET_PATH and not os.path.isfile(args.identity_net):
+        args.identity_net = ""  # a clone without the shipped network: the id term is dropped with a note
+    elif args.identity_net:
+        require_file(args.identity_net, "identity network (--identity_net)")
+    if args.eval_identity_net is None:
+        args.eval_identity_net = DEFAULT_EVAL_IDENTITY_NET_PATH if os.path.isfile(DEFAULT_EVAL_IDENTITY_NET_PATH) else ""
+    if args.eval_identity_net:
+        require_file(args.eval_identity_net, "evaluation identity network (--eval_identity_net)")
     return methods, splits, eval_path
 
 
@@ -682,17 +699,20 @@ def evaluate(args, comm, rank, world):
 
     options = {m: ev.method_options(m, args.steps, args.paper_steps) for m in methods if m != ev.GROUND_TRUTH}
     wants_lpips = any(o.weights.lpips_sim_lambda for o in options.values())
+    wants_identity = any(o.weights.id_lambda for o in options.values())
     editor = AttributeEditor(args.model_path, args.classifier_path, device=args.device, lpips=wants_lpips,
-                             ir_se50_weights=args.ir_se50_weights)
+                             ir_se50_weights=args.ir_se50_weights if wants_identity else None,
+                             identity_net=(args.identity_net or None) if wants_identity else None)
     notes = []
     for term, loaded, why in (("lpips_sim_lambda", editor.lpips_fn, "no `lpips` package or AlexNet weights"),
-                              ("id_lambda", editor.id_fn, "no --ir_se50_weights")):
+                              ("id_lambda", editor.id_fn, "no --identity_net or --ir_se50_weights")):
         dropped = [name for name, o in options.items() if loaded is None and getattr(o.weights, term)]
         for name in dropped:
             setattr(options[name].weights, term, 0.0)
         if dropped:
             notes.append(f"{term} set to 0 ({why}) for {', '.join(dropped)}.")
     eval_classifier = editor.classify if eval_path is None else _classifier_fn(eval_path, editor)
+    identity_fn = _identity_fn(args.eval_identity_net, editor) if args.eval_identity_net and not real else None
     source = (LabelledDataset(args.dataset_dir, args.num_identities, editor.image_size) if real else
               SyntheticFaces(args.synthetic_seed, args.num_identities or DEFAULT_SYNTHETIC_IDENTITIES,
                              editor.image_size, args.per_direction))
@@ -727,6 +747,7 @@ def evaluate(args, comm, rank, world):
     config = dict(mode="dataset" if real else "synthetic", model_path=os.path.abspath(args.model_path),
                   classifier_path=os.path.abspath(args.classifier_path),
                   eval_classifier_path=os.path.abspath(eval_path) if eval_path else None,
+                  eval_identity_net=os.path.abspath(args.eval_identity_net) if identity_fn is not None else None,
                   inputs=os.path.abspath(args.dataset_dir) if real else args.synthetic_seed,
                   seed=args.seed, steps=args.steps, paper_steps=args.paper_steps,
                   method_options={m: o.values() for m, o in options.items()},
@@ -753,7 +774,7 @@ def evaluate(args, comm, rank, world):
         print(f"rank {rank}: {skipped} edits already done, {len(todo)} to go")
     if args.max_edits is not None:
         todo = todo[:args.max_edits]
-    run_edits(args, editor, eval_classifier, source, options, todo, columns, lpips_fn, rank, world)
+    run_edits(args, editor, eval_classifier, source, options, todo, columns, lpips_fn, rank, world, identity_fn)
     if comm is not None:
         comm.Barrier()
     if rank != 0:
@@ -783,6 +804,17 @@ def step_notes(args, methods, chain):
         return [f"The paper preset ran on a respaced {args.paper_steps}-step DDPM chain (--paper_steps "
                 f"{args.paper_steps}), not the model's full {chain}-step chain."]
     return []
+
+
+def _identity_fn(path, editor):
+    """Images [N, 3, H, W] in [-1, 1] -> unit identity embeddings [N, D] of the evaluation identity network."""
+    network = load_identity_net(path, device=editor.device)
+
+    @torch.no_grad()
+    def embed(x):
+        return network(x.to(editor.device).float()).float().cpu()
+
+    return embed
 
 
 def _classifier_fn(path, editor):

@@ -138,7 +138,7 @@ def test_csv_rows_survive_a_cut_line_and_refuse_another_header(tmp_path):
     columns = ev.SYNTHETIC_COLUMNS
     row = dict(method="m", identity=3, attribute=9, direction="add", success=1.0, preservation=0.25,
                preservation_gt=float("nan"), psnr_gt=21.123456789, l1_gt=0.1, l1_outside_mask=0.0,
-               region_iou=float("nan"), seconds=1.5,
+               region_iou=float("nan"), identity_input=0.97, identity_gt=float("nan"), seconds=1.5,
                unet_evals=12.0)
     path = tmp_path / "rows.csv"
     ev.write_rows_atomic(str(path), [row], columns)
@@ -745,3 +745,27 @@ def test_diverged_edits_are_named_in_the_report_not_hidden_by_the_means():
     assert notes == [f"**{m}: {c} edit(s) diverged** (non-finite image): counted as failures, left out of the "
                      f"pixel measures' means" for m, c in (("a", 1), ("b", 2))]
     assert evaluate_edits.diverged_notes([dict(method="a", l1_input=0.1)], synthetic=False) == []
+
+
+def test_identity_measures_are_cosines_of_the_identity_embeddings():
+    x = torch.rand(3, 3, 8, 8) * 2 - 1
+    edited = x.clone()
+    edited[1] = -x[1]
+    truth = x.clone()
+    truth[2] = torch.rand(3, 8, 8)
+    a_ref = torch.zeros(3, 20)
+    allowed = torch.zeros(3, 8, 8, dtype=torch.bool)
+
+    def embed(images):  # a stand-in identity network: the normalised mean colour and its square
+        mean = images.mean(dim=(2, 3))
+        return torch.nn.functional.normalize(torch.cat([mean, mean ** 2 + 0.1], dim=1), dim=1)
+
+    m = ev.synthetic_edit_metrics(edited, x, truth, allowed, a_ref, a_ref, a_ref, a_ref, identity_fn=embed)
+    expected_input = (embed(edited) * embed(x)).sum(1).double()
+    expected_gt = (embed(edited) * embed(truth)).sum(1).double()
+    torch.testing.assert_close(m["identity_input"], expected_input)
+    torch.testing.assert_close(m["identity_gt"], expected_gt)
+    assert m["identity_input"][0] == pytest.approx(1.0) and m["identity_input"][1] < 1.0
+    assert m["identity_gt"][2] < 1.0
+    without = ev.synthetic_edit_metrics(edited, x, truth, allowed, a_ref, a_ref, a_ref, a_ref)
+    assert torch.isnan(without["identity_input"]).all() and torch.isnan(without["identity_gt"]).all()
