@@ -86,6 +86,45 @@ DEFAULT_METHOD = "cyclediff_sbs_inversion_region_fast"
 
 
 
+def register_variants(text):
+    """Add methods defined on the command line to METHODS: 'NAME=BASE:key=value,key=value;NAME2=...'
+    (BASE a METHODS name, each key an editor option, parsed as its `main.py` flag). For sweeps and
+    ablations; returns the new names in order."""
+    import argparse
+
+    from .arguments import add_option_flags
+
+    parser = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+    add_option_flags(parser)
+    names = []
+    for spec in filter(None, (s.strip() for s in str(text or "").split(";"))):
+        name, _, rest = spec.partition("=")
+        base, _, settings = rest.partition(":")
+        name, base = name.strip(), base.strip()
+        if not name or not base:
+            raise ValueError(f"--variants entry {spec!r}: write NAME=BASE_METHOD:key=value,...")
+        if name in METHODS or name == GROUND_TRUTH:
+            raise ValueError(f"--variants: {name!r} is already a method")
+        if base not in METHODS:
+            raise ValueError(f"--variants {name}: unknown base method {base!r}")
+        argv = []
+        for setting in filter(None, (s.strip() for s in settings.split(","))):
+            key, _, value = setting.partition("=")
+            argv += [f"--{key.strip()}", value.strip()]
+        try:
+            parsed, unknown = parser.parse_known_args(argv)
+        except (argparse.ArgumentError, SystemExit) as err:
+            raise ValueError(f"--variants {name}: {err}") from None
+        if unknown:
+            raise ValueError(f"--variants {name}: unknown option(s) {' '.join(u for u in unknown if u.startswith('--'))}")
+        preset, overrides = METHODS[base]
+        overrides = {**overrides, **{k: v for k, v in vars(parsed).items() if v is not None}}
+        EditOptions.from_preset(preset, **overrides)  # a bad value fails here
+        METHODS[name] = (preset, overrides)
+        names.append(name)
+    return names
+
+
 def parse_methods(text, synthetic=True):
     """'all' or a comma list of METHODS names (or GROUND_TRUTH on synthetic inputs) -> list of names
     (in the given order; 'all' adds GROUND_TRUTH last on synthetic inputs)."""

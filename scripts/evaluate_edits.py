@@ -127,6 +127,10 @@ def build_parser():
                         f"({', '.join(method_group('paper', real=False))}; minutes per edit on a CPU), all, or a "
                         f"comma list of: {', '.join(list(ev.METHODS) + [ev.GROUND_TRUTH])} (ground_truth: the "
                         "synthetic counterfactual scored as an edit, the ceiling)")
+    g.add_argument("--variants", default=None,
+                   help="extra methods for a sweep or an ablation: 'NAME=BASE:key=value,...;NAME2=...', BASE a "
+                        "method above, keys main.py's method flags (e.g. 's2o_w4000=cyclediff_s2o_paper:"
+                        "cycle_reconstruct_lambda=4000,weight_resolution=0'); name them in --methods")
     g.add_argument("--paper_steps", type=int, default=None,
                    help="run the paper preset on a respaced N-step chain instead of the model's full one "
                         "(1000 steps is hours per edit on a CPU)")
@@ -649,6 +653,7 @@ def add_fid(args, source, rows, overall, inception):
 def check_flags(args, real):
     """Validate the flags before anything is loaded: (methods, edits per split {split: edit codes},
     evaluation classifier path or None)."""
+    ev.register_variants(args.variants)
     methods = ev.parse_methods(expand_methods(args.methods, real), synthetic=not real)
     splits = dict(single=parse_attributes(args.attributes, real), joint=ev.parse_joint_pairs(args.joint_pairs),
                   noneditable=ev.parse_noneditable(args.noneditable))

@@ -769,3 +769,23 @@ def test_identity_measures_are_cosines_of_the_identity_embeddings():
     assert m["identity_gt"][2] < 1.0
     without = ev.synthetic_edit_metrics(edited, x, truth, allowed, a_ref, a_ref, a_ref, a_ref)
     assert torch.isnan(without["identity_input"]).all() and torch.isnan(without["identity_gt"]).all()
+
+
+def test_variants_add_methods_with_parsed_options():
+    names = ev.register_variants("v_test_w=cyclediff_s2o_paper:cycle_reconstruct_lambda=4000,weight_resolution=0,"
+                                 "guide_reconstructions=False; v_test_nocycle=cyclediff_s2o_paper:cycle_schema=none")
+    try:
+        assert names == ["v_test_w", "v_test_nocycle"]
+        opts = ev.method_options("v_test_w", paper_steps=100)
+        base = ev.method_options("cyclediff_s2o_paper", paper_steps=100)
+        assert opts.weights.cycle_reconstruct_lambda == 4000.0 and opts.weight_resolution == 0
+        assert opts.guide_reconstructions is False and opts.timestep_respacing == "100"
+        assert opts.weights.attribute_guidance_lambda == base.weights.attribute_guidance_lambda
+        assert ev.method_options("v_test_nocycle").cycle_schema == "none"
+        for bad, message in (("x=nope:cfg_scale=2", "unknown base"), ("y=cyclediff_s2o_paper:colour=2", "unknown option"),
+                             ("z=cyclediff_s2o_paper:cfg_scale=abc", "z"), ("v_test_w=cyclediff_s2o_paper:", "already")):
+            with pytest.raises(ValueError, match=message):
+                ev.register_variants(bad)
+    finally:
+        for name in ("v_test_w", "v_test_nocycle"):
+            ev.METHODS.pop(name, None)
