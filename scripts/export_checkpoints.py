@@ -5,7 +5,8 @@ Turn training outputs into the shipped checkpoints (half precision to fit the 40
         --classifier runs/classifier/classifier.pt --eval_classifier runs/eval_classifier/classifier.pt
 
 writes checkpoints/diffusion.pt + diffusion.json (the hyper-parameters recorded beside the
-training checkpoint), checkpoints/classifier.pt and checkpoints/eval_classifier.pt. Each file is
+training checkpoint), checkpoints/classifier.pt and checkpoints/eval_classifier.pt (and, with
+--identity / --eval_identity, checkpoints/identity.pt and eval_identity.pt). Each file is
 checked to load (and to give the same outputs as the float32 original, within half-precision
 rounding) before it replaces anything. A destination that exists is replaced only when it is a
 PyTorch checkpoint (a file of another kind at that name is refused), and never by its own source.
@@ -71,6 +72,28 @@ def export_classifier(src, dst):
     _report(dst)
 
 
+def export_identity(src, dst):
+    import torch
+
+    from preprocess.identity import CHECKPOINT_KIND, load_identity_net, read_identity_checkpoint
+
+    model = load_identity_net(src)
+    run = read_identity_checkpoint(src).get("run")
+
+    def write_and_check(tmp):  # as for the classifiers: replaced only once it loads and agrees
+        torch.save({"kind": CHECKPOINT_KIND, "state_dict": _half(model.state_dict()), "opts": model.opts, "run": run},
+                   tmp)
+        check = load_identity_net(tmp)
+        x = torch.rand(4, 3, 64, 64) * 2 - 1
+        with torch.no_grad():
+            err = (check(x) - model(x)).abs().max().item()
+        if err > 1e-2:
+            raise ValueError(f"half-precision identity network differs from {src} by {err:.3g}")
+
+    atomic_write(dst, write_and_check)
+    _report(dst)
+
+
 def _is_checkpoint(path):
     with open(path, "rb") as f:
         head = f.read(4)
@@ -81,10 +104,12 @@ def check_flags(args):
     """Every source a readable file; --out_dir a folder; each destination absent or a checkpoint, and not
     its own source (the float32 original would be replaced by its half-precision copy)."""
     jobs = [(flag, getattr(args, flag), name) for flag, name in
-            (("diffusion", "diffusion.pt"), ("classifier", "classifier.pt"), ("eval_classifier", "eval_classifier.pt"))
+            (("diffusion", "diffusion.pt"), ("classifier", "classifier.pt"), ("eval_classifier", "eval_classifier.pt"),
+             ("identity", "identity.pt"), ("eval_identity", "eval_identity.pt"))
             if getattr(args, flag)]
     if not jobs:
-        raise ValueError("nothing to export: give --diffusion, --classifier and/or --eval_classifier")
+        raise ValueError("nothing to export: give --diffusion, --classifier, --eval_classifier, --identity and/or "
+                         "--eval_identity")
     check_not_below_file(args.out_dir, "--out_dir")
     if os.path.exists(args.out_dir) and not os.path.isdir(args.out_dir):
         raise ValueError(f"--out_dir {args.out_dir} is a file, not a folder")
@@ -108,6 +133,8 @@ def main(argv=None):
     p.add_argument("--diffusion", help="training checkpoint (e.g. an EMA file) with its JSON beside it")
     p.add_argument("--classifier", help="guidance classifier (encoder_train.py's classifier.pt)")
     p.add_argument("--eval_classifier", help="evaluation classifier")
+    p.add_argument("--identity", help="identity network of the id_lambda term (identity_train.py's identity.pt)")
+    p.add_argument("--eval_identity", help="evaluation identity network (trained on other people)")
     p.add_argument("--out_dir", default=OUT_DIR)
     args = p.parse_args(argv)
     try:
@@ -119,6 +146,9 @@ def main(argv=None):
             export_classifier(args.classifier, os.path.join(args.out_dir, "classifier.pt"))
         if args.eval_classifier:
             export_classifier(args.eval_classifier, os.path.join(args.out_dir, "eval_classifier.pt"))
+        for flag in ("identity", "eval_identity"):
+            if getattr(args, flag):
+                export_identity(getattr(args, flag), os.path.join(args.out_dir, f"{flag}.pt"))
     except (ValueError, FileNotFoundError, NotADirectoryError) as e:
         return report_input_error(e)
     return 0

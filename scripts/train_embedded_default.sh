@@ -4,7 +4,7 @@
 # an interruption. RUN_DIR holds everything large (datasets, training checkpoints); it is not
 # part of the repository.
 #
-#   RUN_DIR=/path/to/runs bash scripts/train_embedded_default.sh [data|classifier|eval_classifier|diffusion|diffusion_independent|diffusion_v|export|all]
+#   RUN_DIR=/path/to/runs bash scripts/train_embedded_default.sh [data|classifier|eval_classifier|diffusion|diffusion_independent|diffusion_v|identity_data|identity|eval_identity|export|all]
 #
 # Hardware of the shipped run: see checkpoints/README.md. On a GPU machine set NPROC to the GPU
 # count; on CPU it is the number of processes (1 thread each).
@@ -92,10 +92,36 @@ diffusion_v() {
         --batch_size $((16 / NPROC)) --log_interval 100 --max_steps "$V_STEPS"
 }
 
+# The identity networks (the id_lambda term; the benchmark's identity score): many views of each
+# person (attributes, pose, light, background and clothes redrawn per view), one class per person,
+# ArcFace's margin loss. The guidance one learns seed 0's people (those the diffusion model saw), the
+# evaluation one seed 1's; seed 1000's people are held out for their measures.
+identity_data() {
+    for seed in 0 1; do
+        [ -d "$RUN_DIR/data/people64_s$seed" ] || python preprocess/make_synthetic_dataset.py \
+            --out "$RUN_DIR/data/people64_s$seed" --num_images 30000 --views_per_person 12 --seed "$seed" \
+            --attributes independent
+    done
+    [ -d "$RUN_DIR/data/people64_s1000" ] || python preprocess/make_synthetic_dataset.py \
+        --out "$RUN_DIR/data/people64_s1000" --num_images 2000 --views_per_person 4 --seed 1000 \
+        --attributes independent
+}
+
+identity() {
+    python preprocess/identity_train.py --data_dir "$RUN_DIR/data/people64_s0" --exp_dir "$RUN_DIR/identity" \
+        --nprocs "$NPROC" --num_threads 1 --seed 0
+}
+
+eval_identity() {
+    python preprocess/identity_train.py --data_dir "$RUN_DIR/data/people64_s1" --exp_dir "$RUN_DIR/eval_identity" \
+        --nprocs "$NPROC" --num_threads 1 --seed 1
+}
+
 export_checkpoints() {
     latest=$(ls "$RUN_DIR"/diffusion64_v/ema_0.999_*.pt | sort | tail -n 1)
     python scripts/export_checkpoints.py --diffusion "$latest" \
-        --classifier "$RUN_DIR/classifier_independent/classifier.pt" --eval_classifier "$RUN_DIR/eval_classifier_independent/classifier.pt"
+        --classifier "$RUN_DIR/classifier_independent/classifier.pt" --eval_classifier "$RUN_DIR/eval_classifier_independent/classifier.pt" \
+        --identity "$RUN_DIR/identity/identity.pt" --eval_identity "$RUN_DIR/eval_identity/identity.pt"
 }
 
 case "$stage" in
@@ -105,7 +131,10 @@ case "$stage" in
     diffusion) diffusion ;;
     diffusion_independent) diffusion_independent ;;
     diffusion_v) diffusion_v ;;
+    identity_data) identity_data ;;
+    identity) identity ;;
+    eval_identity) eval_identity ;;
     export) export_checkpoints ;;
-    all) data; classifier; eval_classifier; diffusion; diffusion_independent; diffusion_v; export_checkpoints ;;
-    *) echo "error: unknown stage $stage (data|classifier|eval_classifier|diffusion|diffusion_independent|diffusion_v|export|all)" >&2; exit 2 ;;
+    all) data; classifier; eval_classifier; diffusion; diffusion_independent; diffusion_v; identity_data; identity; eval_identity; export_checkpoints ;;
+    *) echo "error: unknown stage $stage (data|classifier|eval_classifier|diffusion|diffusion_independent|diffusion_v|identity_data|identity|eval_identity|export|all)" >&2; exit 2 ;;
 esac
