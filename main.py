@@ -19,7 +19,11 @@ def _verdict(edit):
         if judged:
             readings = ", ".join(f"{k} p={'nan' if v is None else f'{v:.2f}'}"
                                  for k, v in judged["flipped_readings"].items())
-            parts.append(f"{name}: {'success' if judged['success'] else 'no success'} ({readings})")
+            kept = judged.get("preserved")
+            preserved = "" if kept is None else f", preservation {kept:.3f}"
+            unasked = judged.get("changed_unasked")
+            also = f", also changed unasked: {', '.join(unasked)}" if unasked else ""
+            parts.append(f"{name}: {'success' if judged['success'] else 'no success'} ({readings}){preserved}{also}")
     verdict = "success" if edit["edit_success"] else ("not judged" if edit["edit_success"] is None else "NOT a success")
     return f"{verdict}; " + "; ".join(parts) if parts else verdict
 

@@ -177,9 +177,10 @@ def _add_output_flags(p):
     g.add_argument("--output_path", type=str, default=DEFAULT_OUTPUT_PATH,
                    help="folder of the outputs (created when the edits are done)")
     g.add_argument("-o", "--output_file", type=str, default=None,
-                   help="file name of the comparison grid inside --output_path (default: "
-                        "{index}_{edit}_grid.png, e.g. 00000_9_grid.png; with several inputs each grid is "
-                        "{index}_{this name})")
+                   help="name of the output set inside --output_path: the grid is this file, the edit images "
+                        "and the report are NAME_<edit>.png and NAME_edit.json (default: the set {index}_{edit}, "
+                        "e.g. 00000_9_grid.png; with several inputs {index}_NAME); a NAME another run wrote is "
+                        "refused")
     g.add_argument("--seed", type=int, default=0, help="seed of every random draw of the edit (>= 0)")
     g.add_argument("--iterations_num", type=int, default=1, help="independent edits (seeds seed, seed+1, ...)")
     g.add_argument("--batch_size", type=int, default=8, help="images edited together in a batch run")

@@ -42,7 +42,9 @@ SUCCESS_MARGIN = 0.1
 SUCCESS_RULE = (f"an edit succeeds when every attribute it flips (query != reference) is read on the query's side "
                 f"with margin {SUCCESS_MARGIN}: p >= {0.5 + SUCCESS_MARGIN:.1f} for an attribute added, "
                 f"p <= {0.5 - SUCCESS_MARGIN:.1f} for one removed; an edit that flips nothing is a "
-                f"reconstruction, never a success")
+                f"reconstruction, never a success (the benchmark, scripts/evaluate_edits.py, counts a rate over "
+                f"hundreds of edits at 0.5, where readings near 0.5 average out; one edit's verdict needs the "
+                f"margin); preservation: the share of the other attributes whose reading kept its side of 0.5")
 GUIDANCE_JUDGE_NOTE = ("the guidance classifier steered the edit, so it is a biased judge: an edit can fool it "
                        "without changing the face")
 EVAL_JUDGE_NOTE = "an independently trained classifier that the edit never saw: the fairer judge"
@@ -111,9 +113,13 @@ def judge_edit(img, x, a_ref, a_q, judges, before):
             rec[who] = None
             continue
         probs = _read(classifier, img)
+        # Attributes the edit was not asked to change whose reading crossed 0.5: what preservation counts.
+        unasked = [ATTRIBUTE_NAMES[i] for i in range(NUM_ATTRIBUTES)
+                   if i not in flipped and (float(probs[i]) > 0.5) != (float(before[who][i]) > 0.5)]
         rec[who] = dict(after=_named(probs), success=margin_success(probs, a_q, flipped),
                         flipped_readings={ATTRIBUTE_NAMES[i]: _finite_or_none(probs[i], 4) for i in flipped},
-                        preserved=float(metrics.preservation(probs[None], before[who][None], mask)[0]))
+                        preserved=float(metrics.preservation(probs[None], before[who][None], mask)[0]),
+                        changed_unasked=unasked)
     # The headline verdict: the fairer judge when there is one.
     verdict = rec.get("evaluation") or rec.get("guidance")
     rec["edit_success"] = verdict["success"] if verdict else None
@@ -264,14 +270,86 @@ def build_jobs(args, editor, sources, plan):
     return jobs
 
 
+# Flags that place or show the outputs but do not change the edit: a rerun differing only in them is the same run.
+NOT_SETTINGS = frozenset({"output_path", "output_file", "progress", "vid", "export_assets", "batch_size", "device",
+                          "guidance_terms", "resolved_eval_classifier_path"})
+
+
+def _settings(flags):
+    """The flags that decide an edit, as its JSON records them."""
+    flags = json.loads(json.dumps(_finite_json(_jsonable(flags)), allow_nan=False))
+    return {k: v for k, v in flags.items() if k not in NOT_SETTINGS}
+
+
+def _same_run(json_path, settings):
+    """True when `json_path` is an edit report made with `settings` (keys both know)."""
+    try:
+        with open(json_path) as f:
+            recorded = json.load(f).get("flags")
+    except (OSError, ValueError, AttributeError):
+        return False
+    if not isinstance(recorded, dict):
+        return False
+    recorded = {k: v for k, v in recorded.items() if k not in NOT_SETTINGS}
+    return all(recorded[k] == settings[k] for k in recorded.keys() & settings.keys())
+
+
+def set_files(args, set_name, job):
+    """Every file a job's set writes: one image per edit (+ GIF, tensors), the grid and the JSON report."""
+    names = []
+    for label, _, _ in job.queries:
+        for it in range(args.iterations_num):
+            suffix = label if args.iterations_num == 1 else f"{label}_{it}"
+            names += [f"{set_name}_{suffix}.png"] + ([f"{set_name}_{suffix}.gif"] if args.vid else []) + (
+                [f"{set_name}_{suffix}.pt"] if args.export_assets else [])
+    return names
+
+
+def _set_taken(args, set_name, grid, files, settings):
+    """Why the set's files must not be replaced (another run's, or not an edit's), or None."""
+    json_path = os.path.join(args.output_path, f"{set_name}_edit.json")
+    if os.path.exists(json_path):
+        return None if _same_run(json_path, settings) else f"{json_path} records an edit with other settings"
+    present = [n for n in [grid] + files if os.path.exists(os.path.join(args.output_path, n))]
+    return f"{os.path.join(args.output_path, present[0])} is not from this edit" if present else None
+
+
 def output_names(args, job, several):
-    """(grid file name, JSON file name) of a job: named by the input and by what was edited."""
-    stem = f"{job.name}_{job.label}"
+    """(set name, grid file name, JSON file name) of a job. The set is named by the input and what was
+    edited ('00001_9'), or by -o; a set another run wrote (other model, preset, flags) is kept and this
+    run's set gets the first free '_run2', '_run3' ... name (with -o the run was refused up front)."""
+    settings = _settings(vars(args))
     if args.output_file:
+        stem = os.path.splitext(args.output_file)[0]
+        set_name = f"{job.name}_{stem}" if several else stem
         grid = f"{job.name}_{args.output_file}" if several else args.output_file
-    else:
-        grid = f"{stem}_grid.png"
-    return grid, f"{stem}_edit.json"
+        return set_name, grid, f"{set_name}_edit.json"
+    base = f"{job.name}_{job.label}"
+    n = 1
+    while True:
+        set_name = base if n == 1 else f"{base}_run{n}"
+        if _set_taken(args, set_name, f"{set_name}_grid.png", set_files(args, set_name, job), settings) is None:
+            return set_name, f"{set_name}_grid.png", f"{set_name}_edit.json"
+        n += 1
+
+
+def check_named_outputs(args, plan):
+    """With -o NAME: refuse, before any model loads, a set NAME another run wrote (nothing is replaced)."""
+    if not args.output_file:
+        return
+    names = ([os.path.splitext(os.path.basename(args.init_image))[0]] if args.init_image
+             else [f"{i:05d}" for i in plan.indices])
+    stem, settings = os.path.splitext(args.output_file)[0], _settings(vars(args))
+    for name in names:
+        several = len(names) > 1
+        set_name = f"{name}_{stem}" if several else stem
+        grid = f"{name}_{args.output_file}" if several else args.output_file
+        taken = sorted(n for n in os.listdir(args.output_path) if n.startswith(f"{set_name}_")) \
+            if os.path.isdir(args.output_path) else []  # the set's edit images, whatever their labels
+        found = _set_taken(args, set_name, grid, taken, settings)
+        if found:
+            raise ValueError(f"-o/--output_file {args.output_file}: {found}; choose another name (nothing was "
+                             f"replaced)")
 
 
 # --------------------------------------------------------------------------- running
@@ -314,7 +392,7 @@ def run_jobs(args, editor, jobs, opts, judges=None):
     return [_write_job(args, job, results, opts, judges, *output_names(args, job, several_jobs)) for job in jobs]
 
 
-def _write_job(args, job, results, opts, judges, grid_name, json_name):
+def _write_job(args, job, results, opts, judges, set_name, grid_name, json_name):
     os.makedirs(args.output_path, exist_ok=True)
     x = job.x
     row, captions, records = [to_uint8(x)[0]], ["input"], []
@@ -329,14 +407,14 @@ def _write_job(args, job, results, opts, judges, grid_name, json_name):
             r = results[(job.name, label, it)]
             img = r["image"]
             suffix = label if args.iterations_num == 1 else f"{label}_{it}"
-            path = os.path.join(args.output_path, f"{job.name}_{suffix}.png")
+            path = os.path.join(args.output_path, f"{set_name}_{suffix}.png")
             save_png(to_uint8(img)[0], path)
             if args.vid and r["frames"]:
-                save_gif([to_uint8(f)[0] for f in r["frames"]], os.path.join(args.output_path, f"{job.name}_{suffix}.gif"))
+                save_gif([to_uint8(f)[0] for f in r["frames"]], os.path.join(args.output_path, f"{set_name}_{suffix}.gif"))
             if args.export_assets:
                 from guided_diffusion.atomic import atomic_torch_save
                 atomic_torch_save({"input": x, "edited": img, "a_ref": job.a_ref, "a_q": a_q},
-                                  os.path.join(args.output_path, f"{job.name}_{suffix}.pt"))
+                                  os.path.join(args.output_path, f"{set_name}_{suffix}.pt"))
             judged, found = judge_edit(img, x, job.a_ref, a_q, judges, before)
             edit_warnings = list(r["warnings"]) + found
             if job.domain is not None and job.domain["out_of_domain"] and judged["kind"] == "edit":
@@ -509,6 +587,7 @@ def main(argv=None):
     args = get_arguments(argv)
     plan = validate(args)                     # every check that needs no model; nothing written yet
     args.resolved_eval_classifier_path = plan.eval_classifier_path
+    check_named_outputs(args, plan)
     sources = load_sources(args, plan)
     torch.manual_seed(args.seed)
     editor, judges, reference = load_models(args, plan)

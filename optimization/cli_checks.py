@@ -80,6 +80,9 @@ def check_counts(args):
 
 
 def check_outputs(args):
+    from guided_diffusion.safe_paths import check_not_below_file
+
+    check_not_below_file(args.output_path, "--output_path")  # before any model loads, not after the edits
     if os.path.exists(args.output_path) and not os.path.isdir(args.output_path):
         raise ValueError(f"--output_path {args.output_path} is an existing file, not a folder")
     if args.output_file is not None:
@@ -127,6 +130,9 @@ def check_inputs(args, default_image_index=None, default_attribute_index=None):
     if args.init_image:
         if args.image_index is not None:
             raise ValueError("give --init_image or --image_index, not both")
+        if os.path.isdir(args.init_image):
+            raise ValueError(f"-i/--init_image {args.init_image} is a folder, not an image (--dataset_dir takes a "
+                             f"dataset folder)")
         if not os.path.isfile(args.init_image):
             raise FileNotFoundError(f"image not found: {args.init_image}")
         return attribute_indices, []

@@ -302,13 +302,51 @@ def test_outputs_are_named_by_the_edit_and_kept_across_runs(models, tmp_path, ca
         summary = _edit_json(out, f"00001_{label}_edit.json")
         assert summary["edit"] == label and summary["grid"].endswith(f"00001_{label}_grid.png")
     assert "report: " in stdout and "00001_9+15_edit.json" in stdout
-    # -o names the grid of one input; with several inputs each grid is {index}_{name}.
+    # -o names the whole set of one input (grid, edit images, report); with several inputs {index}_{name}.
     rc, _, err, _ = run_cli(capsys, base_args(models, out) + ["--image_index", "0", "-o", "mine.png"])
     assert rc == 0, err
-    assert (out / "mine.png").is_file() and (out / "00000_9_edit.json").is_file()
+    assert {"mine.png", "mine_9.png", "mine_20.png", "mine_edit.json"} <= set(os.listdir(out))
+    assert not (out / "00000_9_edit.json").exists()
     rc, _, err, _ = run_cli(capsys, base_args(models, out) + ["--image_index", "3-4", "-o", "mine.png"])
     assert rc == 0, err
-    assert (out / "00003_mine.png").is_file() and (out / "00004_mine.png").is_file()
+    assert (out / "00003_mine.png").is_file() and (out / "00004_mine_edit.json").is_file()
+
+
+def test_rerun_with_other_settings_keeps_the_earlier_edit(models, tmp_path, capsys):
+    """Issue 24: another model or preset on the same face and attribute must not replace the earlier set."""
+    out = tmp_path / "out"
+    rc, _, err, _ = run_cli(capsys, base_args(models, out) + ["--image_index", "1"])
+    assert rc == 0, err
+    assert {"00001_9_9.png", "00001_9_20.png", "00001_9_grid.png", "00001_9_edit.json"} <= set(os.listdir(out))
+    # the same settings again: the same set, replaced by an identical run
+    rc, _, err, _ = run_cli(capsys, base_args(models, out) + ["--image_index", "1"])
+    assert rc == 0 and not any(n.startswith("00001_9_run2") for n in os.listdir(out)), err
+    first = {n: (out / n).read_bytes() for n in os.listdir(out)}
+    # other settings: a new set beside the first, which survives byte for byte
+    rc, stdout, err, _ = run_cli(capsys, base_args(models, out) + ["--image_index", "1", "--seed", "5"])
+    assert rc == 0, err
+    assert {"00001_9_run2_9.png", "00001_9_run2_grid.png", "00001_9_run2_edit.json"} <= set(os.listdir(out))
+    assert "00001_9_run2_edit.json" in stdout
+    assert {n: (out / n).read_bytes() for n in first} == first
+    assert _edit_json(out, "00001_9_run2_edit.json")["flags"]["seed"] == 5
+    # -o naming a set another run wrote: refused before any model loads, nothing replaced
+    rc, _, err, _ = run_cli(capsys, base_args(models, out) + ["--image_index", "1", "-o", "mine.png"])
+    assert rc == 0, err
+    before = {n: (out / n).read_bytes() for n in os.listdir(out)}
+    rc, _, err, _ = run_cli(capsys, base_args(models, out) + ["--image_index", "1", "-o", "mine.png", "--seed", "7"])
+    assert rc == 2 and err.count("\n") == 1 and "other settings" in err and "--overwrite" not in err, err
+    assert {n: (out / n).read_bytes() for n in os.listdir(out)} == before
+    (out / "photo.png").write_bytes(b"the user's own picture")
+    rc, _, err, _ = run_cli(capsys, base_args(models, out) + ["--image_index", "1", "-o", "photo.png"])
+    assert rc == 2 and "is not from this edit" in err, err
+    assert (out / "photo.png").read_bytes() == b"the user's own picture"
+
+
+def test_console_shows_preservation_and_unasked_changes():
+    edit = dict(kind="edit", edit_success=True, evaluation=None, guidance=dict(
+        success=True, flipped_readings={"Eyeglasses": 0.93}, preserved=0.947, changed_unasked=["Narrow_Eyes"]))
+    verdict = main_script._verdict(edit)
+    assert "preservation 0.947" in verdict and "also changed unasked: Narrow_Eyes" in verdict
 
 
 def test_progress_bar_over_edits(models, tmp_path, capsys):

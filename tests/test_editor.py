@@ -538,7 +538,7 @@ def test_main_end_to_end_and_bad_input(assets, tmp_path):
     r = _run_main(common + ["--image_index", "3", "--attribute_index", "9,15", "--vid"], tmp_path)
     assert r.returncode == 0, r.stderr
     files = sorted(os.listdir(out))
-    assert {"00003_20.png", "00003_9+15.png", "00003_9+15.gif", "00003_9+15_edit.json",
+    assert {"00003_9+15_20.png", "00003_9+15_9+15.png", "00003_9+15_9+15.gif", "00003_9+15_edit.json",
             "00003_9+15_grid.png"} <= set(files)
     summary = json.loads((out / "00003_9+15_edit.json").read_text())
     assert [e["query"] for e in summary["edits"]] == ["20", "9+15"]
