@@ -103,8 +103,6 @@ def register_variants(text):
         name, base = name.strip(), base.strip()
         if not name or not base:
             raise ValueError(f"--variants entry {spec!r}: write NAME=BASE_METHOD:key=value,...")
-        if name in METHODS or name == GROUND_TRUTH:
-            raise ValueError(f"--variants: {name!r} is already a method")
         if base not in METHODS:
             raise ValueError(f"--variants {name}: unknown base method {base!r}")
         argv = []
@@ -120,6 +118,8 @@ def register_variants(text):
         preset, overrides = METHODS[base]
         overrides = {**overrides, **{k: v for k, v in vars(parsed).items() if v is not None}}
         EditOptions.from_preset(preset, **overrides)  # a bad value fails here
+        if (name in METHODS and METHODS[name] != (preset, overrides)) or name == GROUND_TRUTH:
+            raise ValueError(f"--variants: {name!r} is already a method")
         METHODS[name] = (preset, overrides)
         names.append(name)
     return names

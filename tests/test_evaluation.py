@@ -776,6 +776,8 @@ def test_variants_add_methods_with_parsed_options():
                                  "guide_reconstructions=False; v_test_nocycle=cyclediff_s2o_paper:cycle_schema=none")
     try:
         assert names == ["v_test_w", "v_test_nocycle"]
+        # The same definition again (the flags are checked twice under mpiexec) is accepted.
+        assert ev.register_variants("v_test_nocycle=cyclediff_s2o_paper:cycle_schema=none") == ["v_test_nocycle"]
         opts = ev.method_options("v_test_w", paper_steps=100)
         base = ev.method_options("cyclediff_s2o_paper", paper_steps=100)
         assert opts.weights.cycle_reconstruct_lambda == 4000.0 and opts.weight_resolution == 0
@@ -783,7 +785,8 @@ def test_variants_add_methods_with_parsed_options():
         assert opts.weights.attribute_guidance_lambda == base.weights.attribute_guidance_lambda
         assert ev.method_options("v_test_nocycle").cycle_schema == "none"
         for bad, message in (("x=nope:cfg_scale=2", "unknown base"), ("y=cyclediff_s2o_paper:colour=2", "unknown option"),
-                             ("z=cyclediff_s2o_paper:cfg_scale=abc", "z"), ("v_test_w=cyclediff_s2o_paper:", "already")):
+                             ("z=cyclediff_s2o_paper:cfg_scale=abc", "z"), ("v_test_w=cyclediff_s2o_paper:", "already"),
+                             ("ground_truth=cyclediff_s2o_paper:", "already")):
             with pytest.raises(ValueError, match=message):
                 ev.register_variants(bad)
     finally:
