@@ -315,15 +315,34 @@ class AttentionBlock(nn.Module):
         else:
             self.attention = QKVAttentionLegacy(self.num_heads)
         self.proj_out = zero_module(conv_nd(1, channels, channels, 1))
+        # True: compute on [N, T, C] tokens (below); False: guided-diffusion's [N, C, T] layout,
+        # kept for speed comparisons (same result up to float rounding).
+        self.token_layout = True
+        self._new_order = use_new_attention_order
 
     def forward(self, x):
         return checkpoint(self._forward, (x,), self.use_checkpoint)
 
     def _forward(self, x):
         n, c, *spatial = x.shape
-        x = x.reshape(n, c, -1)
-        h = self.proj_out(self.attention(self.qkv(self.norm(x))))
-        return (x + h).reshape(n, c, *spatial)
+        if not self.token_layout:
+            x = x.reshape(n, c, -1)
+            h = self.proj_out(self.attention(self.qkv(self.norm(x))))
+            return (x + h).reshape(n, c, *spatial)
+        # Tokens [N, T, C] (a view of a channels_last input): the 1x1 convolutions become matrix
+        # products, and q, k, v get unit-stride channels, which scaled_dot_product_attention's
+        # fused CPU kernel needs (strided ones fall back to its slower reference path).
+        heads = self.num_heads
+        tokens = self.norm(x).flatten(2).transpose(1, 2)
+        qkv = F.linear(tokens, self.qkv.weight.squeeze(-1), self.qkv.bias)
+        # Channel order of qkv: per head q, k, v (legacy), or all q, all k, all v (new order).
+        qkv = qkv.unflatten(2, (3, heads, -1) if self._new_order else (heads, 3, -1))
+        part = 2 if self._new_order else 3
+        q, k, v = (p.transpose(1, 2) for p in qkv.unbind(part))  # [N, heads, T, ch]
+        h = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2)
+        h = F.linear(h, self.proj_out.weight.squeeze(-1), self.proj_out.bias)
+        out = (x.flatten(2).transpose(1, 2) + h).transpose(1, 2).reshape(n, c, *spatial)
+        return out.contiguous() if x.is_contiguous() else out
 
 
 class UNetModel(nn.Module):

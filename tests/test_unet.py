@@ -401,6 +401,29 @@ def test_sdpa_attention_matches_einsum_reference(heads):
     )
 
 
+@pytest.mark.parametrize("new_order", [False, True])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_token_layout_attention_matches_channel_layout(new_order, channels_last):
+    """The attention blocks' token layout (the default) gives guided-diffusion's channel-layout
+    result and gradients, for either qkv order and memory format, and keeps the input's format."""
+    model = randomize(tiny_unet(num_attributes=20, use_new_attention_order=new_order)).eval()
+    x, t, y = batch(num_attributes=20)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=fmt)
+    x = x.contiguous(memory_format=fmt).requires_grad_(True)
+    blocks = [m for m in model.modules() if type(m).__name__ == "AttentionBlock"]
+    assert blocks and all(b.token_layout for b in blocks)
+    out = model(x, t, y=y)
+    (grad,) = torch.autograd.grad(out.square().sum(), x)
+    assert blocks[0](torch.randn(2, 32, 8, 8).contiguous(memory_format=fmt)).is_contiguous(memory_format=fmt)
+    for b in blocks:
+        b.token_layout = False
+    reference = model(x, t, y=y)
+    (reference_grad,) = torch.autograd.grad(reference.square().sum(), x)
+    torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grad, reference_grad, rtol=1e-4, atol=1e-5)
+
+
 # --- nn helpers ----------------------------------------------------------------
 
 
