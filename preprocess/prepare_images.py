@@ -81,6 +81,14 @@ def _convert(job):
     square_resize(image.convert("RGB"), image_size).save(target)
 
 
+def _check_readable(path):
+    try:
+        with Image.open(path) as image:
+            image.size
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise ValueError(f"cannot read image {path}: {e}") from None
+
+
 def _match_rows(input_dir, names, keys, sources, hq):
     """Image file for each annotated row, in row order.
 
@@ -126,6 +134,9 @@ def prepare(
     if celeba_attr is not None:
         keys, attributes, sources = load_celeba_attributes(celeba_attr, hq_mapping)
         names = _match_rows(input_dir, names, keys, sources, hq=hq_mapping is not None)
+    if "://" not in input_dir:  # every image's header read before any work (remote files are read once, below)
+        for name in names:
+            _check_readable(os.path.join(input_dir, name))
     local_inputs = [(flag, path) for flag, path in
                      (("--input", input_dir), ("--celeba_attr", celeba_attr), ("--hq_mapping", hq_mapping))
                      if path is not None and "://" not in path]

@@ -81,11 +81,11 @@ def validate(args):
         raise ValueError("--num_samples must be at least 2 (a Fréchet distance needs a covariance)")
     if args.grid_rows < 0:
         raise ValueError(f"--grid_rows must be >= 0, got {args.grid_rows}")
+    # A folder this script did not write (its marker, or its own three files) keeps its samples.json and grid.png.
+    check_reusable_folder(args.output_dir, "--output_dir", TOOL, recognise=_earlier_run)
     for name in ("model_path", "eval_classifier_path"):
         if not os.path.isfile(getattr(args, name)):
             raise FileNotFoundError(f"--{name}: no such file {getattr(args, name)}")
-    # A folder this script did not write (its marker, or its own three files) keeps its samples.json and grid.png.
-    check_reusable_folder(args.output_dir, "--output_dir", TOOL, recognise=_earlier_run)
     if args.floor_seed is None:
         args.floor_seed = args.synthetic_seed + 1
     if args.floor_seed == args.synthetic_seed:
