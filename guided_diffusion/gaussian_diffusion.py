@@ -812,6 +812,7 @@ class GaussianDiffusion:
         progress=False,
         generator=None,
         noise=None,
+        max_batch=None,
     ):
         """
         Edit-friendly DDPM inversion (Huberman-Spiegelglas et al. 2023; the
@@ -833,6 +834,10 @@ class GaussianDiffusion:
         :param noise: optional list of k standard normal tensors shaped like
             x0, noise[t] giving x_t = q_sample(x0, t, noise[t]); replaces the
             draws (e.g. for per-sample seeds).
+        :param max_batch: None: one model call per step; else the k steps'
+            calls, which are independent, are stacked into calls of at most
+            this many images (fewer, larger calls; same results up to float
+            rounding). Tensors in model_kwargs must have one row per image.
         :return: dict with
             - x_T: x at level k-1;
             - noise_sequence: list of k tensors, noise_sequence[t] for the
@@ -851,15 +856,45 @@ class GaussianDiffusion:
         timesteps = [torch.full((x0.shape[0],), step, device=x0.device, dtype=torch.long) for step in range(num_steps)]
         trajectory = [self.q_sample(x0, t, noise=z) for t, z in zip(timesteps, noise)]
         noise_sequence, eps = [None] * num_steps, [None] * num_steps
+        outs = {}
+        if max_batch is not None:
+            outs = self._stacked_p_mean_variance(
+                model, trajectory, timesteps, model_kwargs, max_batch, clip_denoised=clip_denoised
+            )
         for step in tqdm(range(num_steps - 1, -1, -1), disable=not progress, desc="DDPM inversion", leave=False):
             target = trajectory[step - 1] if step > 0 else x0
-            with torch.no_grad():
-                out = self.p_mean_variance(
-                    model, trajectory[step], timesteps[step], clip_denoised=clip_denoised, model_kwargs=model_kwargs
-                )
+            out = outs.get(step)
+            if out is None:
+                with torch.no_grad():
+                    out = self.p_mean_variance(
+                        model, trajectory[step], timesteps[step], clip_denoised=clip_denoised, model_kwargs=model_kwargs
+                    )
             noise_sequence[step] = (target - out["mean"]) / torch.exp(0.5 * out["log_variance"])
             eps[step] = out["eps"]
         return {"x_T": trajectory[-1], "noise_sequence": noise_sequence, "trajectory": trajectory, "eps": eps}
+
+    @torch.no_grad()
+    def _stacked_p_mean_variance(self, model, xs, ts, model_kwargs, max_batch, **kwargs):
+        """p_mean_variance of independent calls (xs[i], ts[i], same model_kwargs), stacked along the
+        batch into calls of at most max(max_batch, len(xs[0])) images; returns {i: out}."""
+        n = xs[0].shape[0]
+        per_call = max(1, int(max_batch) // n)
+        kwargs_rows = model_kwargs or {}
+        outs = {}
+        for start in range(0, len(xs), per_call):
+            group = range(start, min(start + per_call, len(xs)))
+            repeat = len(group)
+            stacked_kwargs = {
+                k: torch.cat([v] * repeat) if torch.is_tensor(v) and v.dim() and v.shape[0] == n else v
+                for k, v in kwargs_rows.items()
+            }
+            out = self.p_mean_variance(
+                model, torch.cat([xs[i] for i in group]), torch.cat([ts[i] for i in group]),
+                model_kwargs=stacked_kwargs, **kwargs
+            )
+            for j, i in enumerate(group):
+                outs[i] = {key: value[j * n:(j + 1) * n] for key, value in out.items()}
+        return outs
 
     # ------------------------------------------------------------------
     # Training

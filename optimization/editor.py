@@ -240,16 +240,16 @@ SEED_OFFSET_FRESH_CYCLE = 15485863  # cycle_noise="fresh": the generator of ever
 SEED_OFFSET_REGION = 32452843     # the noise the region map is read at
 
 
-def guided_model_stack(counting_model, a_ref, cfg_scale, conditional=True):
+def guided_model_stack(counting_model, a_ref, cfg_scale, conditional=True, batched=False):
     """The model the guided sampler and cond_fn call, outermost first:
 
     ReuseGuidancePass (the sampler's call at x_t is served from cond_fn's forward pass at the same
-    inputs) -> AttributeContrastModel (classifier-free contrast from a_ref, only when cfg_scale != 1)
-    -> the counting UNet.
+    inputs) -> AttributeContrastModel (classifier-free contrast from a_ref, only when cfg_scale != 1;
+    `batched`: its two passes in one call) -> the counting UNet.
     """
     model = counting_model
     if cfg_scale != 1.0 and conditional:
-        model = AttributeContrastModel(model, a_ref, cfg_scale)
+        model = AttributeContrastModel(model, a_ref, cfg_scale, batched=batched)
     return ReuseGuidancePass(model)
 
 
@@ -274,13 +274,14 @@ def invert_ddim(diffusion, model, x, model_kwargs, k, fixed_point_iterations=0, 
     return Inversion(trajectory[k - 1], trajectory)
 
 
-def invert_ddpm_noise(diffusion, model, x, model_kwargs, k, seeds, progress=False):
-    """Edit-friendly DDPM inversion: exact reconstruction by construction."""
+def invert_ddpm_noise(diffusion, model, x, model_kwargs, k, seeds, progress=False, max_batch=None):
+    """Edit-friendly DDPM inversion: exact reconstruction by construction (`max_batch`: its k
+    independent model calls stacked into calls of at most that many images)."""
     shape = tuple(x.shape[1:])
     noises = [_per_sample_noise([s + SEED_OFFSET_INVERSION * (j + 1) for s in seeds], shape, x.device, x.dtype)
               for j in range(k)]
     inv = diffusion.ddpm_inversion(model, x, clip_denoised=False, model_kwargs=model_kwargs, num_steps=k,
-                                   progress=progress, noise=noises)
+                                   progress=progress, noise=noises, max_batch=max_batch)
     return Inversion(inv["x_T"], dict(enumerate(inv["trajectory"])), inv["noise_sequence"], dict(enumerate(inv["eps"])))
 
 
@@ -325,10 +326,12 @@ class AttributeEditor:
     :param ir_se50_weights: ArcFace IR-SE50 weights for the identity loss (real faces), or None.
     :param identity_net: a `preprocess.identity` checkpoint for the identity loss (synthetic faces),
         used when no IR-SE50 weights are given, or None.
+    :param fast_path: the faster way to compute the same edit (`set_fast_path`); False computes it
+        the way earlier versions did, for comparisons (scripts/bench_edit.py --compare).
     """
 
     def __init__(self, model_path, classifier_path=None, device=None, lpips=False, ir_se50_weights=None,
-                 dtype=torch.float32, identity_net=None):
+                 dtype=torch.float32, identity_net=None, fast_path=True):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.dtype = dtype
         model, _, self.config = load_diffusion_model(model_path, device=self.device)
@@ -354,6 +357,26 @@ class AttributeEditor:
             self.id_fn = IdentityLoss(load_identity_net(identity_net, self.device)).to(dtype)
             self.identity_source = f"synthetic-faces identity network ({identity_net})"
         self._diffusions = {}
+        self.set_fast_path(fast_path)
+
+    def set_fast_path(self, enabled=True):
+        """Switch between two ways of computing the same edit (equal up to float rounding).
+
+        On: independent UNet passes share calls (the edit-friendly inversion's steps, the region's
+        levels, the contrast's two attribute vectors; at most `max_batch` images per call), the
+        attention blocks work on [N, T, C] tokens, and on a CPU the UNet and the classifier run in
+        channels_last memory format (oneDNN's native layout). Off: one call per pass, NCHW, the
+        attention in guided-diffusion's layout.
+        """
+        self.fast_path = bool(enabled)
+        self.max_batch = (64 if self.device.type == "cpu" else 512) if enabled else None
+        fmt = torch.channels_last if enabled and self.device.type == "cpu" else torch.contiguous_format
+        for net in (self.model, self.classifier):
+            if net is not None:
+                net.to(memory_format=fmt)
+        for module in self.model.modules():
+            if hasattr(module, "token_layout"):
+                module.token_layout = self.fast_path
 
     def diffusion(self, timestep_respacing):
         """The model's diffusion under `timestep_respacing` ('' = all steps), cached."""
@@ -402,7 +425,7 @@ class AttributeEditor:
         if opts.inversion == "ddim":
             inv = invert_ddim(diffusion, self.model, x, ref_kwargs, k, opts.inversion_fixed_point, progress)
         elif opts.inversion == "ddpm_noise":
-            inv = invert_ddpm_noise(diffusion, self.model, x, ref_kwargs, k, seeds, progress)
+            inv = invert_ddpm_noise(diffusion, self.model, x, ref_kwargs, k, seeds, progress, self.max_batch)
         elif opts.inversion == "sdedit":
             inv = noise_input(diffusion, x, k, seeds)
         else:
@@ -414,13 +437,14 @@ class AttributeEditor:
             latents, eps_ref = region_latents(diffusion, inv, x, parse_levels(opts.region_levels), seeds)
             region, _ = infer_edit_region(diffusion, self.model, latents, a_ref, a_q, opts.region_threshold,
                                           opts.region_blur, eps_ref, self.conditional,
-                                          parse_attribute_thresholds(opts.region_attribute_thresholds))
+                                          parse_attribute_thresholds(opts.region_attribute_thresholds),
+                                          max_batch=self.max_batch)
             postprocess_fn = keep_outside_region(region, inv.trajectory, x)
 
         # Guided sampling under the query attributes.
         problem.origin_trajectory = inv.trajectory
         problem.region = region
-        model = guided_model_stack(self.model, a_ref, opts.cfg_scale, self.conditional)
+        model = guided_model_stack(self.model, a_ref, opts.cfg_scale, self.conditional, batched=self.fast_path)
         log = []
         cond_fn = make_cond_fn(diffusion, model, self.classifier, problem, opts.guidance_config(self.image_size),
                                lpips_fn=self.lpips_fn, id_fn=self.id_fn, log=log)

@@ -141,25 +141,32 @@ class AttributeContrastModel(torch.nn.Module):
     of the edit, amplified for scale > 1 (1 is the plain model). No null label is needed, since
     the contrast is between two attribute vectors the model was trained on. Rows called with
     y == a_ref (the inversion, the cycle term's reference pass, reconstructions) get the plain
-    model's output. A learned variance is taken from the query pass. Costs a second UNet call,
+    model's output. A learned variance is taken from the query pass. Costs a second UNet pass,
     on the rows with y != a_ref only, whenever there are some.
 
     :param a_ref: [N, A] the reference attributes of the N images the model is called on.
+    :param batched: make both passes in one model call (one larger batch; same result up to
+        float rounding) instead of two calls.
     """
 
-    def __init__(self, model, a_ref, scale):
+    def __init__(self, model, a_ref, scale, batched=False):
         super().__init__()
-        self.model, self.a_ref, self.scale = model, a_ref, float(scale)
+        self.model, self.a_ref, self.scale, self.batched = model, a_ref, float(scale), batched
 
     def forward(self, x, t, y=None):
-        out = self.model(x, t, y=y)
         if y is None or self.scale == 1.0:
-            return out
+            return self.model(x, t, y=y)
         differs = (y != self.a_ref).any(dim=1)
         if not bool(differs.any()):
-            return out
+            return self.model(x, t, y=y)
         c = x.shape[1]
-        ref = self.model(x[differs], t[differs], y=self.a_ref[differs])[:, :c]
+        if self.batched:
+            both = self.model(torch.cat([x, x[differs]]), torch.cat([t, t[differs]]),
+                              y=torch.cat([y, self.a_ref[differs]]))
+            out, ref = both[:x.shape[0]], both[x.shape[0]:, :c]
+        else:
+            out = self.model(x, t, y=y)
+            ref = self.model(x[differs], t[differs], y=self.a_ref[differs])[:, :c]
         eps = out[:, :c].clone()
         eps[differs] = ref + self.scale * (eps[differs] - ref)
         return torch.cat([eps, out[:, c:]], dim=1)

@@ -71,7 +71,7 @@ def level_index(level, steps):
 
 @torch.no_grad()
 def infer_edit_region(diffusion, model, latents, a_ref, a_q, threshold, blur, eps_ref=None, conditional=True,
-                      attribute_thresholds=None):
+                      attribute_thresholds=None, max_batch=None):
     """The soft region [N, 1, H, W] in [0, 1] an edit from a_ref to a_q may change.
 
     For each attribute the query flips, |eps(x_t, a_ref with that attribute flipped) -
@@ -90,6 +90,8 @@ def infer_edit_region(diffusion, model, latents, a_ref, a_q, threshold, blur, ep
         computed (the edit-friendly inversion has it), or None to compute it here.
     :param attribute_thresholds: optional {attribute index: threshold} overriding `threshold` for
         those attributes (attributes that change the whole face spread their map: gender, age).
+    :param max_batch: None: one model call per level and attribute; else those calls, which are
+        independent, are stacked into calls of at most this many images (same map up to rounding).
     :return: (region [N, 1, H, W], union of the attributes' maps [N, 1, H, W], each normalised to max 1).
     """
     x0 = latents[0][1]
@@ -102,17 +104,26 @@ def infer_edit_region(diffusion, model, latents, a_ref, a_q, threshold, blur, ep
         eps_ref = [None] * len(latents)
     attributes = flipped.any(dim=0).nonzero().flatten().tolist()
     per_attribute = {k: torch.zeros_like(maps) for k in attributes}
-    for (step, x_t), ref in zip(latents, eps_ref):
+    # Every model call the map needs, as (x, t, y): the reference where not given, then each
+    # flipped attribute on the rows that flip it, level by level.
+    calls, ref_index, eps_index = [], {}, {}
+    for i, ((step, x_t), ref) in enumerate(zip(latents, eps_ref)):
         t = torch.full((n,), step, device=x_t.device, dtype=torch.long)
         if ref is None:
-            ref = diffusion.p_mean_variance(model, x_t, t, clip_denoised=False, model_kwargs={"y": a_ref})["eps"]
+            ref_index[i] = len(calls)
+            calls.append((x_t, t, a_ref))
         for k in attributes:
             rows = flipped[:, k]
             a_k = a_ref[rows].clone()
             a_k[:, k] = 1 - a_k[:, k]
-            eps_k = diffusion.p_mean_variance(model, x_t[rows], t[rows], clip_denoised=False,
-                                              model_kwargs={"y": a_k})["eps"]
-            per_attribute[k][rows] += (eps_k - ref[rows]).abs().mean(dim=1, keepdim=True) / len(latents)
+            eps_index[i, k] = len(calls)
+            calls.append((x_t[rows], t[rows], a_k))
+    eps = _eps_of_calls(diffusion, model, calls, max_batch)
+    for i, ref in enumerate(eps_ref):
+        ref = eps[ref_index[i]] if ref is None else ref
+        for k in attributes:
+            rows = flipped[:, k]
+            per_attribute[k][rows] += (eps[eps_index[i, k]] - ref[rows]).abs().mean(dim=1, keepdim=True) / len(latents)
     # Each attribute's map is normalised by its own maximum before the union: one attribute's larger
     # differences (an open mouth) must not push another's (bags under the eyes) below the threshold.
     normalised, binary = maps, torch.zeros_like(maps, dtype=torch.bool)
@@ -125,6 +136,29 @@ def infer_edit_region(diffusion, model, latents, a_ref, a_q, threshold, blur, ep
     binary = binary.to(x0.dtype)
     region = gaussian_blur(binary, blur).clamp(0, 1)
     return torch.maximum(region, binary), normalised
+
+
+def _eps_of_calls(diffusion, model, calls, max_batch):
+    """eps of each (x, t, y) in `calls`: one model call each (max_batch None), or stacked into calls
+    of at most max_batch images (a call larger than that runs alone)."""
+    if max_batch is None:
+        return [diffusion.p_mean_variance(model, x, t, clip_denoised=False, model_kwargs={"y": y})["eps"]
+                for x, t, y in calls]
+    out, group = [], []
+
+    def flush():
+        if group:
+            eps = diffusion.p_mean_variance(model, torch.cat([c[0] for c in group]), torch.cat([c[1] for c in group]),
+                                            clip_denoised=False, model_kwargs={"y": torch.cat([c[2] for c in group])})["eps"]
+            out.extend(eps.split([c[0].shape[0] for c in group]))
+            group.clear()
+
+    for call in calls:
+        if group and sum(c[0].shape[0] for c in group) + call[0].shape[0] > max_batch:
+            flush()
+        group.append(call)
+    flush()
+    return out
 
 
 def keep_outside_region(region, trajectory, x_origin):
