@@ -182,23 +182,33 @@ def render_paper_procedure(root, page):
             f"weights on disk then). Transcribed from the reports:\n\n" + "\n".join(lines))
 
 
-def bench_rows(doc):
-    return [[r["preset"], r.get("resolution", "–"), r.get("steps", "–"), r.get("sampler", "–"),
-             r.get("inversion", "–"), num(r["seconds_per_edit"], 2), r["unet_evals"]] for r in doc["rows"]]
-
-
 def render_speed(root, page):
-    """From scripts/bench_edit.py's JSON (docs/results/bench_edit.json) when committed, else from the
-    transcribed figure."""
+    """From scripts/bench_edit.py's JSON (`--output docs/results/bench_edit.json`) when committed, else from
+    the figure transcribed before that file existed."""
     name = "bench_edit.json" if exists("bench_edit.json", root) else "bench_edit_transcribed.json"
     doc = load(name, root)
-    docs = doc if isinstance(doc, list) else doc.get("runs", [doc])
-    parts = []
-    for d in docs:
-        text = table(["preset", "image side", "steps", "sampler", "inversion", "s / edit", "UNet evals / edit"],
-                     ["---", "---:", "---:", "---", "---", "---:", "---:"], bench_rows(d))
-        parts.append(f"{text}\n\n{source_line(d)}")
-    return "\n\n".join(parts)
+    rows = list(doc.get("rows", [])) + list(doc.get("batched_rows") or [])
+    if not rows:
+        raise MissingResults(f"{RESULTS}/{name} has no rows")
+    compare = any(r.get("baseline_seconds_per_edit") is not None for r in rows)
+    header = ["preset", "image side", "steps", "sampler", "inversion", "images per call", "s / edit", "UNet evals / edit"]
+    aligns = ["---", "---:", "---:", "---", "---", "---:", "---:", "---:"]
+    if compare:
+        header += ["s / edit, earlier code path", "speed-up"]
+        aligns += ["---:", "---:"]
+    out = []
+    for r in rows:
+        row = [r["preset"], r.get("resolution", "–"), r.get("steps", "–"), r.get("sampler", "–"), r.get("inversion", "–"),
+               r.get("batch_size", 1), num(r["seconds_per_edit"], 2), f"{r['unet_evals']:g}"]
+        if compare:
+            base, ratio = r.get("baseline_seconds_per_edit"), r.get("speedup")
+            row += [num(base, 2), "–" if ratio is None else f"{ratio:.2f} ×"]
+        out.append(row)
+    text = table(header, aligns, out)
+    line = source_line(doc)
+    if doc.get("torch"):
+        line = line[:-1] + f" (torch {doc['torch']})."
+    return f"{text}\n\n{line}"
 
 
 def render_classifier_accuracy(root, page):

@@ -103,13 +103,17 @@ def test_identity_pending_then_rendered(tmp_path, name, region):
 
 def test_speed_prefers_the_bench_output(tmp_path):
     root = copy_tree(tmp_path)
-    bench = {"command": "python scripts/bench_edit.py --json docs/results/bench_edit.json", "date": "2030-01-01",
-             "hardware": "test hardware",
-             "rows": [{"preset": "fast", "resolution": 64, "steps": "25", "sampler": "ddpm", "inversion": "ddpm_noise",
-                       "seconds_per_edit": 1.23, "unet_evals": 58}]}
+    row = {"preset": "fast", "resolution": 64, "steps": "25", "sampler": "ddpm", "inversion": "ddpm_noise",
+           "batch_size": 1, "seconds_per_edit": 1.23, "unet_evals": 58.0, "peak_memory_mib": 10.0,
+           "baseline_seconds_per_edit": 2.46, "speedup": 2.0}
+    bench = {"command": "python scripts/bench_edit.py --output docs/results/bench_edit.json", "date": "2030-01-01",
+             "hardware": "test hardware", "torch": "9.9", "rows": [row],
+             "batched_rows": [dict(row, batch_size=8, seconds_per_edit=0.5)]}
     (root / "docs" / "results" / "bench_edit.json").write_text(json.dumps(bench), encoding="utf-8")
     text = render_docs.render_speed(str(root), "README.md")
-    assert "1.23" in text and "test hardware" in text and "2030-01-01" in text
+    assert "1.23" in text and "0.50" in text and "2.00 ×" in text
+    assert "test hardware" in text and "2030-01-01" in text and "--output docs/results/bench_edit.json" in text
+    assert ("README.md", "speed") in render_docs.stale_regions(str(root))
 
 
 def test_unknown_and_unclosed_regions_are_refused():
