@@ -28,6 +28,16 @@ def launched_by_mpiexec(environ=None):
     return any(name in environ for name in MPI_ENVIRONMENT_VARIABLES)
 
 
+def launcher_rank(environ=None):
+    """This process's rank as its launcher set it (0 when none did), read without initialising MPI: for
+    messages that only rank 0 prints before anything else runs."""
+    environ = os.environ if environ is None else environ
+    for name in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK"):
+        if environ.get(name, "").isdigit():
+            return int(environ[name])
+    return 0
+
+
 def mpi_world():
     """
     (comm, rank, size): MPI.COMM_WORLD and this process's place in it when

@@ -22,10 +22,9 @@ import sys
 import tempfile
 
 from .atomic import atomic_write
+from .mpi_launch import launcher_rank
 
 MARKER = ".cyclediff-output.json"
-# Variables an MPI launcher sets to the process's rank (see mpi_launch); read without starting MPI.
-_RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK")
 
 
 class InputError(ValueError):
@@ -33,15 +32,6 @@ class InputError(ValueError):
 
 
 # --------------------------------------------------------------------------- reporting
-
-def launcher_rank(environ=None):
-    """This process's rank when an MPI launcher started it, else 0 (no MPI initialised)."""
-    environ = os.environ if environ is None else environ
-    for name in _RANK_VARIABLES:
-        if environ.get(name, "").isdigit():
-            return int(environ[name])
-    return 0
-
 
 def report_input_error(exc, stream=None):
     """Print ``error: <one line>`` (on rank 0 only: every rank finds the same error) and return 2."""
