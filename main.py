@@ -50,27 +50,32 @@ INPUT_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryE
 
 
 def preflight(argv):
-    """The input, model and output flags checked before torch is imported (seconds on a small CPU):
-    a typo costs a fraction of a second. The method flags and everything else are checked by
+    """Every flag checked before torch is imported (a fraction of a second on a small CPU): the input,
+    model and output flags (optimization.cli_checks), then the whole parser (--help prints here, an
+    unknown flag or malformed value is refused) and the method options' values (EditOptions, which
+    is torch-free). The checks that need torch or a file's contents run in
     optimization.attribute_editor.validate, still before any model loads."""
-    from optimization.arguments import light_parser
+    from optimization.arguments import get_arguments, light_parser
     from optimization.cli_checks import preflight as check
+    from optimization.options import EditOptions
 
-    args, _ = light_parser().parse_known_args(argv)
-    check(args)
+    if not {"-h", "--help"} & set(argv):
+        args, _ = light_parser().parse_known_args(argv)
+        check(args)
+    EditOptions.from_args(get_arguments(argv))
 
 
 def run(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        if not {"-h", "--help"} & set(argv):
-            preflight(argv)
+        preflight(argv)
         from optimization.attribute_editor import main
 
         summaries = main(argv)
     except INPUT_ERRORS as e:
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
+        from guided_diffusion.safe_paths import report_input_error
+
+        return report_input_error(e)  # one line, said by rank 0 only under mpiexec
     report(summaries)
     return 0
 

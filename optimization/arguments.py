@@ -72,8 +72,7 @@ def add_option_flags(group):
     options left at None are filled from the preset by `apply_preset`."""
     from dataclasses import fields
 
-    from .editor import EditOptions
-    from .guidance import GuidanceWeights
+    from .options import EditOptions, GuidanceWeights
 
     for f in fields(EditOptions):
         if f.name == "weights":
@@ -91,8 +90,8 @@ def add_option_flags(group):
 
 
 def build_parser(with_method=True, **parser_kwargs):
-    """The flags of `python main.py`. with_method=False leaves out the method group, whose flags are
-    generated from EditOptions (importing torch): `light_parser` uses that."""
+    """The flags of `python main.py` (torch-free: the method flags come from optimization.options).
+    with_method=False leaves out the method group: `light_parser` uses that."""
     p = _Parser(
         description="CycleDiff: edit facial attributes with an attribute-conditional diffusion model.",
         formatter_class=argparse.RawDescriptionHelpFormatter, **parser_kwargs
@@ -194,7 +193,7 @@ def _add_output_flags(p):
 def apply_preset(args):
     """Fill every option left at None from the chosen preset (options no preset sets keep the
     EditOptions default); returns args."""
-    from .editor import EditOptions
+    from .options import EditOptions
 
     defaults = EditOptions().values()
     for key in EditOptions.flag_names():

@@ -32,34 +32,10 @@ import torch
 
 from . import losses
 
-CYCLE_SCHEMAS = ("step_to_origin", "step_by_step", "none")
-CYCLE_TARGETS = ("noised_origin", "inversion")
-SAMPLERS = ("ddim", "ddpm")
-# fixed: one noise per edit for every re-noising in the cycle term (a seed fixes the edit, low
-# variance); fresh: independent draws at every use, as the paper's released code does.
-CYCLE_NOISES = ("fixed", "fresh")
-# How step-by-step takes x_{t-1} back to level t before the reference step: forward_step is one
-# forward diffusion step, sqrt(alpha_t) x_{t-1} + sqrt(1 - alpha_t) z; q_sample_prev is the released
-# code's q_sample(x_{t-1}, t-1) (x_{t-1} noised as if it were clean), then denoised from level t.
-STEP_BY_STEP_RENOISES = ("forward_step", "q_sample_prev")
-# How the loss's gradient reaches x_t: through_unet differentiates the UNet too (the paper; one
-# backward pass through the UNet per model call in the loss); skip_unet holds the UNet's outputs
-# fixed, so the gradient flows only through the explicit x_t terms of x0_hat and of the sampler
-# steps (the classifier's and the cycle target's pixel-space gradient, no UNet backward pass).
-GUIDANCE_GRADIENTS = ("through_unet", "skip_unet")
-
-
-@dataclass
-class GuidanceWeights:
-    """The loss weights (lambdas). Defaults: the paper's attribute, cycle and range weights, with
-    LPIPS, identity and the project's `preserve_lambda` off; the presets set all six."""
-
-    attribute_guidance_lambda: float = 50.0
-    cycle_reconstruct_lambda: float = 1000.0
-    range_lambda: float = 50.0
-    lpips_sim_lambda: float = 0.0
-    id_lambda: float = 0.0
-    preserve_lambda: float = 0.0
+# The settings' choices and the two option dataclasses live in the torch-free optimization.options
+# (the command line validates them before importing torch); exported here under their old names.
+from .options import (CYCLE_NOISES, CYCLE_SCHEMAS, CYCLE_TARGETS, GUIDANCE_GRADIENTS, SAMPLERS,  # noqa: E402,F401
+                      STEP_BY_STEP_RENOISES, GuidanceConfig, GuidanceWeights)
 
 
 @dataclass
@@ -104,34 +80,6 @@ class EditProblem:
     def edit_mask(self):
         """[N, A] 1 for each attribute the query changes."""
         return (self.a_q != self.a_ref).to(self.a_q.dtype)
-
-
-@dataclass
-class GuidanceConfig:
-    weights: GuidanceWeights = field(default_factory=GuidanceWeights)
-    cycle_schema: str = "step_to_origin"
-    cycle_target: str = "noised_origin"
-    sampler: str = "ddim"
-    blend_x0: bool = True
-    max_step: float = 0.0
-    cycle_noise: str = "fixed"
-    step_by_step_renoise: str = "forward_step"
-    guide_reconstructions: bool = False
-    guidance_gradient: str = "through_unet"
-
-    def __post_init__(self):
-        for name, value, allowed in (
-            ("cycle_schema", self.cycle_schema, CYCLE_SCHEMAS),
-            ("cycle_target", self.cycle_target, CYCLE_TARGETS),
-            ("sampler", self.sampler, SAMPLERS),
-            ("cycle_noise", self.cycle_noise, CYCLE_NOISES),
-            ("step_by_step_renoise", self.step_by_step_renoise, STEP_BY_STEP_RENOISES),
-            ("guidance_gradient", self.guidance_gradient, GUIDANCE_GRADIENTS),
-        ):
-            if value not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
-        if not self.max_step >= 0:
-            raise ValueError(f"max_step must be >= 0 (0 = no cap); got {self.max_step}")
 
 
 class AttributeContrastModel(torch.nn.Module):

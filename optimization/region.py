@@ -15,7 +15,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from preprocess.attributes import ATTRIBUTE_NAMES
+from preprocess.attributes import ATTRIBUTE_NAMES  # noqa: F401
+
+from .options import parse_attribute_thresholds, parse_levels  # noqa: F401 (torch-free: main.py checks them early)
 
 
 def gaussian_blur(x, sigma):
@@ -30,38 +32,6 @@ def gaussian_blur(x, sigma):
     c = x.shape[1]
     x = F.conv2d(x, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), padding=(0, radius), groups=c)
     return F.conv2d(x, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), padding=(radius, 0), groups=c)
-
-
-def parse_levels(text):
-    """'0.3,0.5' -> (0.3, 0.5): noise levels as fractions of the model's chain, each in (0, 1]."""
-    try:
-        levels = tuple(float(v) for v in str(text).split(",") if v.strip())
-    except ValueError:
-        raise ValueError(f"region_levels must be comma-separated numbers in (0, 1]; got {text!r}") from None
-    if not levels or any(not 0 < v <= 1 for v in levels):
-        raise ValueError(f"region_levels must be comma-separated numbers in (0, 1]; got {text!r}")
-    return levels
-
-
-def parse_attribute_thresholds(text):
-    """'Male=0.15,Young=0.15' -> {11: 0.15, 19: 0.15}: region thresholds for single attributes (by
-    name or index 0-19), each in [0, 1); '' -> {}."""
-    out = {}
-    for item in (v.strip() for v in str(text or "").split(",")):
-        if not item:
-            continue
-        name, sep, value = item.partition("=")
-        name = name.strip()
-        index = int(name) if name.isdigit() else (ATTRIBUTE_NAMES.index(name) if name in ATTRIBUTE_NAMES else -1)
-        try:
-            threshold = float(value)
-        except ValueError:
-            threshold = float("nan")
-        if not sep or not 0 <= index < len(ATTRIBUTE_NAMES) or not 0 <= threshold < 1:
-            raise ValueError(f"region_attribute_thresholds must be 'Name=value,...' with attribute names (or "
-                             f"indices 0-{len(ATTRIBUTE_NAMES) - 1}) and values in [0, 1); got {item!r} in {text!r}")
-        out[index] = threshold
-    return out
 
 
 def level_index(level, steps):
