@@ -28,7 +28,8 @@ VARIANTS+=";s2o_w16000_no_id=cyclediff_s2o_paper:$untranslated,cycle_reconstruct
 VARIANTS+=";sbs_w16000=cyclediff_sbs_paper:$untranslated,cycle_reconstruct_lambda=16000"
 VARIANTS+=";no_cycle=cyclediff_s2o_paper:$untranslated,cycle_schema=none,cycle_reconstruct_lambda=0"
 # Most telling first: the preset as it is, the paper's numbers, the cycle term off, the sweep.
-METHODS=cyclediff_s2o_paper,s2o_w1000,no_cycle,s2o_w16000,s2o_w4000,s2o_w64000,s2o_w16000_no_id,s2o_w16000_attr200,sbs_w16000
+# METHODS=... (a comma list of these names) runs a subset.
+METHODS=${METHODS:-cyclediff_s2o_paper,s2o_w1000,no_cycle,s2o_w16000,s2o_w4000,s2o_w64000,s2o_w16000_no_id,s2o_w16000_attr200,sbs_w16000}
 
 run() {
     OMP_NUM_THREADS=1 mpiexec -n "$nproc" python scripts/evaluate_edits.py --paper_steps "$steps" \
