@@ -33,18 +33,65 @@ import sys
 import tempfile
 import time
 
-import torch
+# Torch-free: the flags are parsed and checked before torch is imported (see the end of this block).
+from guided_diffusion.safe_paths import OneLineParser
+from optimization.arguments import DEFAULT_CLASSIFIER_PATH, DEFAULT_MODEL_PATH
+from optimization.presets import PRESETS
 
-from guided_diffusion.atomic import atomic_write
-from guided_diffusion.script_util import (
+
+def build_parser():
+    p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model_path", default=DEFAULT_MODEL_PATH)
+    p.add_argument("--classifier_path", default=DEFAULT_CLASSIFIER_PATH)
+    p.add_argument("--random", action="store_true", help="time random-weight models of the default config")
+    p.add_argument("--resolutions", default="64", help="with --random: comma list of image sizes")
+    p.add_argument("--presets", default="fast",
+                   help="comma list of presets to time (paper: the 1000-step preset, about 9 min per edit on a CPU)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--batch_sizes", default="1,8", help="comma list: images per edit call (per-edit figures)")
+    p.add_argument("--compare", action=argparse.BooleanOptionalAction, default=True,
+                   help="also time the earlier way (no fast path) in turn with the fast path")
+    p.add_argument("--components", action=argparse.BooleanOptionalAction, default=None,
+                   help="time the edit's parts (default: on a CPU; on CUDA it adds synchronisations)")
+    p.add_argument("--paper_steps", type=int, default=0,
+                   help="time the paper preset with this many steps instead of 1000 (0: all 1000)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--device", default="cpu", help="cpu (the figures in the README) or cuda")
+    p.add_argument("--output", default="", help="also write the figures as JSON here (e.g. docs/results/bench_edit.json)")
+    return p
+
+
+def parse_and_check(argv=None):
+    """The parsed flags; a bad one is one `error:` line and exit status 2, before torch is imported."""
+    p = build_parser()
+    args = p.parse_args(argv)
+    try:
+        batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    except ValueError:
+        batch_sizes = []
+    if not batch_sizes or min(batch_sizes) < 1 or args.repeats < 1:
+        p.error(f"--batch_sizes must be positive integers and --repeats >= 1; got {args.batch_sizes!r}, {args.repeats}")
+    unknown = [name for name in args.presets.split(",") if name not in PRESETS]
+    if unknown:
+        p.error(f"unknown preset {', '.join(unknown)} in --presets; choose from {', '.join(PRESETS)}")
+    return args
+
+
+if __name__ == "__main__":
+    # --help, an unknown flag or a bad value answers here, in a fraction of a second: torch not yet imported.
+    _CLI_ARGS = parse_and_check()
+
+import torch  # noqa: E402
+
+from guided_diffusion.atomic import atomic_write  # noqa: E402
+from guided_diffusion.script_util import (  # noqa: E402
     create_model_and_diffusion,
     model_and_diffusion_defaults,
     save_model_config,
 )
-from optimization.arguments import DEFAULT_CLASSIFIER_PATH, DEFAULT_MODEL_PATH
-from optimization.editor import AttributeEditor, EditOptions
-from optimization.queries import query_from_indices
-from preprocess.classifier import AttributeClassifier
+from optimization.editor import AttributeEditor, EditOptions  # noqa: E402
+from optimization.queries import query_from_indices  # noqa: E402
+from preprocess.classifier import AttributeClassifier  # noqa: E402
 
 # Seconds per 64 px edit on 2 CPU cores, measured (README): what the start-up line's estimate scales.
 CPU_SECONDS_PER_EDIT = {"fast": 3.0, "paper": 515.0}
@@ -336,32 +383,10 @@ def print_components(row):
         f"{c} {new[c]:.3f}" + (f" (was {old[c]:.3f})" if c in old else "") for c in COMPONENTS), flush=True)
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model_path", default=DEFAULT_MODEL_PATH)
-    p.add_argument("--classifier_path", default=DEFAULT_CLASSIFIER_PATH)
-    p.add_argument("--random", action="store_true", help="time random-weight models of the default config")
-    p.add_argument("--resolutions", default="64", help="with --random: comma list of image sizes")
-    p.add_argument("--presets", default="fast",
-                   help="comma list of presets to time (paper: the 1000-step preset, about 9 min per edit on a CPU)")
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--batch_sizes", default="1,8", help="comma list: images per edit call (per-edit figures)")
-    p.add_argument("--compare", action=argparse.BooleanOptionalAction, default=True,
-                   help="also time the earlier way (no fast path) in turn with the fast path")
-    p.add_argument("--components", action=argparse.BooleanOptionalAction, default=None,
-                   help="time the edit's parts (default: on a CPU; on CUDA it adds synchronisations)")
-    p.add_argument("--paper_steps", type=int, default=0,
-                   help="time the paper preset with this many steps instead of 1000 (0: all 1000)")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    p.add_argument("--device", default="cpu", help="cpu (the figures in the README) or cuda")
-    p.add_argument("--output", default="", help="also write the figures as JSON here (e.g. docs/results/bench_edit.json)")
-    args = p.parse_args(argv)
-    try:
-        batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
-    except ValueError:
-        batch_sizes = []
-    if not batch_sizes or min(batch_sizes) < 1 or args.repeats < 1:
-        p.error(f"--batch_sizes must be positive integers and --repeats >= 1; got {args.batch_sizes!r}, {args.repeats}")
+def main(argv=None, args=None):
+    if args is None:
+        args = parse_and_check(argv)
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     if args.threads:
         torch.set_num_threads(args.threads)
     use_random = args.random or not os.path.isfile(args.model_path)
@@ -402,4 +427,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(args=_CLI_ARGS))
