@@ -74,11 +74,13 @@ class IdentityNet(nn.Module):
     :param embedding_dim: size of the embedding.
     :param input_size: side of the face crop the trunk sees (a multiple of 16).
     :param crop: (start, stop) of the crop, as fractions of the image side (rows and columns).
-    :param dropout: before the embedding layer (training only).
+    :param dropout: before the embedding layer (training only). Off by default: dropout before the
+        final BatchNorm1d makes its running statistics differ from evaluation-time inputs, and the
+        layer's bias then dominates every embedding (cosines of different people near 0.9).
     """
 
     def __init__(self, widths=(32, 64, 128, 128), embedding_dim=128, input_size=48, crop=(0.125, 0.875),
-                 dropout=0.2):
+                 dropout=0.0):
         super().__init__()
         widths, crop = tuple(int(w) for w in widths), tuple(float(c) for c in crop)
         if len(widths) != 4 or min(widths) < 1:
