@@ -30,27 +30,40 @@ import sys
 import tempfile
 import time
 
-import torch
-from tqdm.auto import tqdm
-
-from guided_diffusion import logger
+# Torch-free: the flags are parsed and checked before torch is imported (torch and the training
+# loop are imported at the end of this file, after the early parse of a command-line run).
+from guided_diffusion.safe_paths import OneLineParser, report_input_error
 from guided_diffusion.script_util import (
     add_dict_to_argparser,
     args_to_dict,
     create_model_and_diffusion,
     model_and_diffusion_defaults,
 )
-from guided_diffusion.train_util import TrainLoop
 
 
-def main(argv=None):
-    args = create_argparser().parse_args(argv)
+def main(argv=None, args=None):
+    if args is None:
+        args = parse_and_check(argv)
     try:
         bench(args)
     except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report_input_error(exc)
     return 0
+
+
+def check_flags(args):
+    if args.steps <= 0 or args.batch_size <= 0 or args.warmup < 0 or args.rounds <= 0:
+        raise ValueError("--steps, --rounds and --batch_size must be positive, --warmup non-negative")
+
+
+def parse_and_check(argv=None):
+    """The parsed flags; a bad one is one `error:` line and exit status 2, before torch is imported."""
+    args = create_argparser().parse_args(argv)
+    try:
+        check_flags(args)
+    except ValueError as exc:
+        sys.exit(report_input_error(exc))
+    return args
 
 
 def _batch(args, device, memory_format):
@@ -100,8 +113,7 @@ def reference_loop(ref, args, device, log_dir):
 
 
 def bench(args):
-    if args.steps <= 0 or args.batch_size <= 0 or args.warmup < 0 or args.rounds <= 0:
-        raise ValueError("--steps, --rounds and --batch_size must be positive, --warmup non-negative")
+    check_flags(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -208,7 +220,7 @@ def create_argparser():
         seed=0,
         device="",
     )
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
+    parser = OneLineParser(description=__doc__.split("\n\n")[0].strip())
     add_dict_to_argparser(
         parser,
         defaults,
@@ -228,4 +240,14 @@ def create_argparser():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # --help, an unknown flag or a bad value answers here, in a fraction of a second: torch not yet imported.
+    _CLI_ARGS = parse_and_check()
+
+import torch  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+
+from guided_diffusion import logger  # noqa: E402
+from guided_diffusion.train_util import TrainLoop  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main(args=_CLI_ARGS))
