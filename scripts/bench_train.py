@@ -20,7 +20,6 @@ Without a reference folder (or when it cannot be imported) only this
 repository's step is timed.
 """
 
-import argparse
 import importlib
 import importlib.util
 import os
