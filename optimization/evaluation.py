@@ -13,25 +13,37 @@
 The reports (rows, CSV, aggregation, intervals, tables, plots) are `optimization.reports`, the
 Fréchet distances and Inception features `optimization.fid`; both are re-exported here.
 Images are [N, 3, H, W] in [-1, 1]; attribute vectors [N, 20] of 0/1.
+
+Importing this module does not import torch (the measures import it when called): the benchmark
+checks its flags (methods, variants, splits) with it before torch loads.
 """
 import re
 from dataclasses import asdict
 
-import torch
-
 from preprocess.attributes import ATTRIBUTE_NAMES, EDITABLE_ATTRIBUTES, RECONSTRUCTION_INDEX
 from preprocess.synthetic_faces import BALD, BANGS, HAIR_COLOURS, STRAIGHT, WAVY
 
-from . import metrics
-from .editor import EditOptions
-from .fid import (InceptionPool3, frechet_distance, frechet_distance_of_features, gaussian_statistics,  # noqa: F401
-                  load_inception)
-from .guidance import GuidanceWeights
-from .region import parse_attribute_thresholds
+from .options import EditOptions, GuidanceWeights, parse_attribute_thresholds
 from .reports import (GROUND_TRUTH, KEY_COLUMNS, MEASURE_START, REAL_COLUMNS, SYNTHETIC_COLUMNS, aggregate,  # noqa: F401
                       attribute_label, bootstrap_interval, format_row, interval_tables, markdown_table,
                       paired_differences, plot_summary, read_rows, results_markdown, row_key, sample_grid,
                       write_rows_atomic, write_text_atomic)
+
+# Re-exported from optimization.fid (and the measures module), imported on first use: they need torch.
+_FID_NAMES = ("InceptionPool3", "frechet_distance", "frechet_distance_of_features", "gaussian_statistics",
+              "load_inception")
+
+
+def __getattr__(name):
+    if name in _FID_NAMES:
+        from . import fid
+
+        return getattr(fid, name)
+    if name == "metrics":
+        from . import metrics
+
+        return metrics
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --------------------------------------------------------------------------- the methods
@@ -187,6 +199,8 @@ def direction(a_ref, attribute):
 
 def _classifier_measures(probs_edited, probs_input, a_ref, a_q):
     """success [N] (NaN for reconstructions) and preservation vs the classifier's reading of the input."""
+    from . import metrics
+
     edit_mask = a_q != a_ref
     success = metrics.edit_success(probs_edited, a_q, edit_mask).double()
     success[~edit_mask.any(dim=1)] = float("nan")
@@ -214,6 +228,10 @@ def synthetic_edit_metrics(edited, x, ground_truth, allowed_mask, probs_edited, 
         adds identity_input / identity_gt, the cosine similarity of the edit's embedding to the
         input's / the ground truth's (NaN without it).
     """
+    import torch
+
+    from . import metrics
+
     edited, x, ground_truth = edited.cpu(), x.cpu(), ground_truth.cpu()
     out = _classifier_measures(probs_edited.cpu(), probs_input.cpu(), a_ref.cpu(), a_q.cpu())
     # The labels are 0/1, so they read like probabilities through the same threshold.
@@ -234,6 +252,8 @@ def synthetic_edit_metrics(edited, x, ground_truth, allowed_mask, probs_edited, 
 def region_iou(region, allowed_mask, a_ref, a_q):
     """[N] IoU of region > 0.5 with allowed_mask [N, H, W]; NaN without a region or for rows with
     nothing edited."""
+    import torch
+
     n = allowed_mask.shape[0]
     if region is None:
         return torch.full((n,), float("nan"), dtype=torch.float64)
@@ -252,6 +272,10 @@ def real_edit_metrics(edited, x, probs_edited, probs_input, a_ref, a_q, lpips_fn
         attribute, NaN for a reconstruction), preservation, l1_input and psnr_input (for a
         reconstruction, the paper's L1 reconstruction error), lpips (only with `lpips_fn`).
     """
+    import torch
+
+    from . import metrics
+
     out = _classifier_measures(probs_edited.cpu(), probs_input.cpu(), a_ref.cpu(), a_q.cpu())
     out.update(l1_input=metrics.l1(edited.cpu(), x.cpu()), psnr_input=metrics.psnr(edited.cpu(), x.cpu()).double())
     if lpips_fn is not None:

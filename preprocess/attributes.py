@@ -362,7 +362,9 @@ def read_attributes(data_dir):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(
+    from guided_diffusion.safe_paths import OneLineParser, report_input_error
+
+    parser = OneLineParser(
         description="Convert CelebA annotations to the paper's 20 attributes "
         "(attributes.pt and attributes.txt in --out)."
     )
@@ -382,8 +384,7 @@ def main(argv=None):
         names = [image_filename(i, count) for i in range(count)]
         write_attributes(args.out, names, attributes)
     except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return report_input_error(e)  # one line, exit 2 like every other input error
     print(f"wrote {count} rows to {os.path.join(args.out, ATTRIBUTES_PT)} and {ATTRIBUTES_TXT}")
     return 0
 

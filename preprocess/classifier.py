@@ -47,15 +47,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
-ARCHITECTURES = {
-    "resnet18": torchvision.models.resnet18,
-    "resnet34": torchvision.models.resnet34,
-    "resnet50": torchvision.models.resnet50,
-}
+# The names and choices live in the torch-free preprocess.classifier_options (the training script
+# checks its flags with them before importing torch).
+from preprocess.classifier_options import (ARCHITECTURE_NAMES, FEATURE_ACTIVATIONS,  # noqa: E402,F401
+                                           INPUT_NORMALIZATIONS, THREE_STAGE_SUFFIX)
+
 # "<arch>_3stage": the same trunk without its last stage (layer4 holds 3/4 of resnet18's weights
 # but, at 64 px, sees only a 2x2 map): small enough to ship two classifiers in the 40 MB budget.
-THREE_STAGE_SUFFIX = "_3stage"
-ARCHITECTURES.update({name + THREE_STAGE_SUFFIX: builder for name, builder in list(ARCHITECTURES.items())})
+ARCHITECTURES = {name: getattr(torchvision.models, name.removesuffix(THREE_STAGE_SUFFIX)) for name in ARCHITECTURE_NAMES}
 # Blocks per stage and block type identify the architecture from its weights.
 _ARCH_SIGNATURES = {
     ((2, 2, 2, 2), False): "resnet18",
@@ -67,8 +66,6 @@ _ARCH_SIGNATURES = {
 }
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-INPUT_NORMALIZATIONS = ("imagenet", "none")
-FEATURE_ACTIVATIONS = ("gelu", "none")
 # Constructor arguments, stored as a checkpoint's "opts".
 OPTION_NAMES = (
     "arch",

@@ -36,26 +36,128 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
-import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
-import torch.nn as nn
-import torch.nn.functional as F
-from PIL import Image
-from tqdm import tqdm
-
-from guided_diffusion.atomic import atomic_torch_save, atomic_write
-from guided_diffusion.attribute_table import read_attribute_table
+# Torch-free: the flags are parsed and checked before torch is imported (see the end of this block).
 from guided_diffusion.image_files import numbered_image_files
-from guided_diffusion.mpi_launch import local_rank_and_size, mpi_world
 from guided_diffusion.safe_paths import OneLineParser, check_not_below_file, check_output_file, report_input_error
 from guided_diffusion.script_util import str2bool
 from preprocess.attributes import ATTRIBUTE_NAMES
-from preprocess.classifier import (
+from preprocess.classifier_options import ARCHITECTURE_NAMES, FEATURE_ACTIVATIONS, INPUT_NORMALIZATIONS
+
+INPUT_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError)
+
+
+# ---------------------------------------------------------------- command line
+
+
+def create_argparser():
+    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    data = parser.add_argument_group("data")
+    data.add_argument("--data_dir", default=os.path.join("data", "synthetic_faces"),
+                      help="dataset directory: 00000.png ... and attributes.pt [N, num_attributes]")
+    data.add_argument("--num_attributes", type=int, default=len(ATTRIBUTE_NAMES))
+    data.add_argument("--val_fraction", type=float, default=0.1, help="share of images held out for validation")
+    data.add_argument("--split_seed", type=int, default=0, help="seed of the train/validation split")
+    data.add_argument("--random_flip", type=str2bool, default=True, help="random horizontal flips in training")
+    data.add_argument("--num_workers", type=int, default=os.cpu_count() or 1, help="threads decoding images")
+    model = parser.add_argument_group("model")
+    model.add_argument("--arch", default="resnet18", choices=sorted(ARCHITECTURE_NAMES))
+    model.add_argument("--input_size", type=int, default=0, help="side the classifier resizes to (0: dataset resolution)")
+    model.add_argument("--feature_dim", type=int, default=256)
+    model.add_argument("--head_hidden_dim", type=int, default=256)
+    model.add_argument("--dropout", type=float, default=0.0, help="dropout inside the attribute heads")
+    model.add_argument("--input_normalization", default="imagenet", choices=INPUT_NORMALIZATIONS)
+    model.add_argument("--feature_activation", default="gelu", choices=FEATURE_ACTIVATIONS,
+                       help="activation between the trunk's feature and the heads")
+    model.add_argument("--pretrained_weights", default="", help="local torchvision ResNet state dict for the trunk")
+    optim = parser.add_argument_group("optimisation")
+    optim.add_argument("--exp_dir", default=os.path.join("runs", "classifier"), help="checkpoints, logs and plots")
+    optim.add_argument("--batch_size", type=int, default=64, help="global batch, split over the processes")
+    optim.add_argument("--max_steps", type=int, default=3000)
+    optim.add_argument("--learning_rate", type=float, default=1e-3)
+    optim.add_argument("--weight_decay", type=float, default=0.0)
+    optim.add_argument("--balanced_loss", type=str2bool, default=True,
+                       help="weight each attribute's positives by negatives/positives, so rare attributes are "
+                            "learnt early (False: the paper's plain BCE)")
+    optim.add_argument("--seed", type=int, default=0, help="initialisation, data order and flips")
+    optim.add_argument("--log_interval", type=int, default=10)
+    optim.add_argument("--eval_interval", type=int, default=0, help="validate every N steps (0: every epoch)")
+    optim.add_argument("--save_interval", type=int, default=500)
+    optim.add_argument("--keep_checkpoints", type=int, default=2, help="resumable checkpoints kept")
+    distributed = parser.add_argument_group("distributed")
+    distributed.add_argument("--world_size", type=int, default=1, help="number of nodes")
+    distributed.add_argument("--rank", type=int, default=0, help="rank of this node")
+    distributed.add_argument("--multiprocessing_distributed", type=str2bool, default=True,
+                             help="one process per local GPU (or --nprocs CPU processes)")
+    distributed.add_argument("--nprocs", type=int, default=0, help="processes per node (0: one per GPU, 1 on CPU)")
+    distributed.add_argument("--num_threads", type=int, default=0,
+                             help="CPU threads per process (0: the cores divided among the local processes)")
+    distributed.add_argument("--device", default="", choices=["", "cpu", "cuda"],
+                             help="where to train (default: cuda when a GPU is visible, else cpu)")
+    distributed.add_argument("--dist_backend", default="", help="nccl or gloo (default: nccl on GPU, gloo on CPU)")
+    distributed.add_argument("--master_addr", default=os.environ.get("MASTER_ADDR", "127.0.0.1"))
+    distributed.add_argument("--master_port", type=int, default=int(os.environ.get("MASTER_PORT", 0)),
+                             help="rendezvous port (0: pick a free one; single node only)")
+    evaluation = parser.add_argument_group("evaluation")
+    evaluation.add_argument("--evaluate", default="", metavar="CKPT", help="evaluate this checkpoint instead of training")
+    evaluation.add_argument("--eval_split", default="all", choices=("all", "val"),
+                            help="images to evaluate on (val: the split the checkpoint was trained without)")
+    evaluation.add_argument("--output", default="", help="write the evaluation as JSON here")
+    return parser
+
+
+def check_flags(args):
+    """The checks that need neither torch nor the images (the ones that need the number of processes
+    or the data follow in check_training_args and prepare_training)."""
+    if args.batch_size < 1:
+        raise ValueError(f"--batch_size must be at least 1, got {args.batch_size}")
+    if args.evaluate:
+        if not os.path.isfile(args.evaluate):
+            raise FileNotFoundError(f"--evaluate: checkpoint not found: {args.evaluate}")
+        if args.output:
+            check_output_file(args.output, "--output")
+    else:
+        for flag in ("max_steps", "save_interval", "log_interval", "keep_checkpoints", "num_attributes"):
+            if getattr(args, flag) < 1:
+                raise ValueError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
+        if args.input_size and args.input_size < 32:
+            raise ValueError(f"--input_size must be at least 32 (or 0 for the dataset resolution), got {args.input_size}")
+        if args.pretrained_weights and not os.path.isfile(args.pretrained_weights):
+            raise FileNotFoundError(f"--pretrained_weights not found: {args.pretrained_weights}")
+        check_not_below_file(args.exp_dir, "--exp_dir")
+        if os.path.exists(args.exp_dir) and not os.path.isdir(args.exp_dir):
+            raise ValueError(f"--exp_dir {args.exp_dir} is a file, not a folder")
+    numbered_image_files(args.data_dir)  # the dataset folder exists and holds numbered images
+
+
+def parse_and_check(argv=None):
+    """The parsed flags, after check_flags; an input error is one `error:` line (said once under
+    mpiexec) and exit status 2."""
+    args = create_argparser().parse_args(argv)
+    try:
+        check_flags(args)
+    except INPUT_ERRORS as err:
+        sys.exit(report_input_error(err))
+    return args
+
+
+if __name__ == "__main__":
+    # --help, an unknown flag or a bad value answers here, in a fraction of a second: torch not yet imported.
+    _CLI_ARGS = parse_and_check()
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+import torch.multiprocessing as mp  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from PIL import Image  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from guided_diffusion.atomic import atomic_torch_save, atomic_write  # noqa: E402
+from guided_diffusion.attribute_table import read_attribute_table  # noqa: E402
+from guided_diffusion.mpi_launch import local_rank_and_size, mpi_world  # noqa: E402
+from preprocess.classifier import (  # noqa: E402
     ARCHITECTURES,
-    FEATURE_ACTIVATIONS,
-    INPUT_NORMALIZATIONS,
     OPTION_DEFAULTS,
     OPTION_NAMES,
     AttributeClassifier,
@@ -734,77 +836,21 @@ def model_training_options(path):
     return training if isinstance(training, dict) else {}
 
 
-# ---------------------------------------------------------------- command line
+# ---------------------------------------------------------------- entry point
 
 
-def create_argparser():
-    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    data = parser.add_argument_group("data")
-    data.add_argument("--data_dir", default=os.path.join("data", "synthetic_faces"),
-                      help="dataset directory: 00000.png ... and attributes.pt [N, num_attributes]")
-    data.add_argument("--num_attributes", type=int, default=len(ATTRIBUTE_NAMES))
-    data.add_argument("--val_fraction", type=float, default=0.1, help="share of images held out for validation")
-    data.add_argument("--split_seed", type=int, default=0, help="seed of the train/validation split")
-    data.add_argument("--random_flip", type=str2bool, default=True, help="random horizontal flips in training")
-    data.add_argument("--num_workers", type=int, default=os.cpu_count() or 1, help="threads decoding images")
-    model = parser.add_argument_group("model")
-    model.add_argument("--arch", default="resnet18", choices=sorted(ARCHITECTURES))
-    model.add_argument("--input_size", type=int, default=0, help="side the classifier resizes to (0: dataset resolution)")
-    model.add_argument("--feature_dim", type=int, default=256)
-    model.add_argument("--head_hidden_dim", type=int, default=256)
-    model.add_argument("--dropout", type=float, default=0.0, help="dropout inside the attribute heads")
-    model.add_argument("--input_normalization", default="imagenet", choices=INPUT_NORMALIZATIONS)
-    model.add_argument("--feature_activation", default="gelu", choices=FEATURE_ACTIVATIONS,
-                       help="activation between the trunk's feature and the heads")
-    model.add_argument("--pretrained_weights", default="", help="local torchvision ResNet state dict for the trunk")
-    optim = parser.add_argument_group("optimisation")
-    optim.add_argument("--exp_dir", default=os.path.join("runs", "classifier"), help="checkpoints, logs and plots")
-    optim.add_argument("--batch_size", type=int, default=64, help="global batch, split over the processes")
-    optim.add_argument("--max_steps", type=int, default=3000)
-    optim.add_argument("--learning_rate", type=float, default=1e-3)
-    optim.add_argument("--weight_decay", type=float, default=0.0)
-    optim.add_argument("--balanced_loss", type=str2bool, default=True,
-                       help="weight each attribute's positives by negatives/positives, so rare attributes are "
-                            "learnt early (False: the paper's plain BCE)")
-    optim.add_argument("--seed", type=int, default=0, help="initialisation, data order and flips")
-    optim.add_argument("--log_interval", type=int, default=10)
-    optim.add_argument("--eval_interval", type=int, default=0, help="validate every N steps (0: every epoch)")
-    optim.add_argument("--save_interval", type=int, default=500)
-    optim.add_argument("--keep_checkpoints", type=int, default=2, help="resumable checkpoints kept")
-    distributed = parser.add_argument_group("distributed")
-    distributed.add_argument("--world_size", type=int, default=1, help="number of nodes")
-    distributed.add_argument("--rank", type=int, default=0, help="rank of this node")
-    distributed.add_argument("--multiprocessing_distributed", type=str2bool, default=True,
-                             help="one process per local GPU (or --nprocs CPU processes)")
-    distributed.add_argument("--nprocs", type=int, default=0, help="processes per node (0: one per GPU, 1 on CPU)")
-    distributed.add_argument("--num_threads", type=int, default=0,
-                             help="CPU threads per process (0: the cores divided among the local processes)")
-    distributed.add_argument("--device", default="", choices=["", "cpu", "cuda"],
-                             help="where to train (default: cuda when a GPU is visible, else cpu)")
-    distributed.add_argument("--dist_backend", default="", help="nccl or gloo (default: nccl on GPU, gloo on CPU)")
-    distributed.add_argument("--master_addr", default=os.environ.get("MASTER_ADDR", "127.0.0.1"))
-    distributed.add_argument("--master_port", type=int, default=int(os.environ.get("MASTER_PORT", 0)),
-                             help="rendezvous port (0: pick a free one; single node only)")
-    evaluation = parser.add_argument_group("evaluation")
-    evaluation.add_argument("--evaluate", default="", metavar="CKPT", help="evaluate this checkpoint instead of training")
-    evaluation.add_argument("--eval_split", default="all", choices=("all", "val"),
-                            help="images to evaluate on (val: the split the checkpoint was trained without)")
-    evaluation.add_argument("--output", default="", help="write the evaluation as JSON here")
-    return parser
-
-
-def main():
-    args = create_argparser().parse_args()
+def main(args=None):
+    """Train or evaluate; `args` already parsed and checked (parse_and_check), else from sys.argv."""
+    if args is None:
+        args = parse_and_check()
     try:
         if args.evaluate:
-            if args.output:
-                check_output_file(args.output, "--output")
             run_evaluation(args)
         else:
             run_training(args)
-    except (ValueError, FileNotFoundError, NotADirectoryError) as err:
+    except INPUT_ERRORS as err:
         sys.exit(report_input_error(err))  # rank 0 says it once; every rank exits 2
 
 
 if __name__ == "__main__":
-    main()
+    main(_CLI_ARGS)

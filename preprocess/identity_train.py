@@ -30,17 +30,119 @@ import os
 import sys
 import time
 
-import numpy as np
-import torch
-import torch.distributed as dist
-import torch.nn as nn
-import torch.nn.functional as F
-from tqdm import tqdm
-
-from guided_diffusion.atomic import atomic_torch_save, atomic_write
-from guided_diffusion.mpi_launch import local_rank_and_size, mpi_world
+# Torch-free: the flags are parsed and checked before torch is imported (see the end of this block).
+from guided_diffusion.image_files import numbered_image_files
+from guided_diffusion.safe_paths import OneLineParser, check_not_below_file, check_output_file, report_input_error
 from preprocess.attributes import ATTRIBUTE_NAMES, EDITABLE_ATTRIBUTES
-from preprocess.encoder_train import (
+from preprocess.synthetic_faces import read_identities, render
+
+INPUT_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError)
+
+
+# ---------------------------------------------------------------- command line
+
+
+def create_argparser():
+    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data_dir", default=os.path.join("runs", "data", "people64_s0"),
+                        help="synthetic dataset with --views_per_person views of each person")
+    parser.add_argument("--val_people", type=int, default=100, help="people held out for validation")
+    model = parser.add_argument_group("model")
+    model.add_argument("--widths", default="32,64,128,128", help="channels of the four stages")
+    model.add_argument("--embedding_dim", type=int, default=128)
+    model.add_argument("--input_size", type=int, default=48, help="side of the face crop the network sees")
+    model.add_argument("--crop", default="0.125,0.875", help="crop start,stop as fractions of the image side")
+    model.add_argument("--dropout", type=float, default=0.2)
+    optim = parser.add_argument_group("optimisation")
+    optim.add_argument("--exp_dir", default=os.path.join("runs", "identity"))
+    optim.add_argument("--batch_size", type=int, default=128, help="global batch, split over the processes")
+    optim.add_argument("--max_steps", type=int, default=2500)
+    optim.add_argument("--learning_rate", type=float, default=2e-3)
+    optim.add_argument("--weight_decay", type=float, default=5e-4)
+    optim.add_argument("--margin", type=float, default=0.5, help="ArcFace's additive angular margin m")
+    optim.add_argument("--scale", type=float, default=32.0, help="ArcFace's logit scale s")
+    optim.add_argument("--margin_warmup_steps", type=int, default=500)
+    optim.add_argument("--seed", type=int, default=0)
+    optim.add_argument("--log_interval", type=int, default=20)
+    optim.add_argument("--eval_interval", type=int, default=0, help="validate every N steps (0: every epoch)")
+    optim.add_argument("--save_interval", type=int, default=250)
+    distributed = parser.add_argument_group("distributed")
+    distributed.add_argument("--nprocs", type=int, default=1, help="data-parallel processes (without mpiexec)")
+    distributed.add_argument("--num_threads", type=int, default=0, help="CPU threads per process (0: share the cores)")
+    distributed.add_argument("--device", default="", choices=["", "cpu", "cuda"])
+    distributed.add_argument("--dist_backend", default="")
+    distributed.add_argument("--master_addr", default=os.environ.get("MASTER_ADDR", "127.0.0.1"))
+    distributed.add_argument("--master_port", type=int, default=int(os.environ.get("MASTER_PORT", 0)))
+    evaluation = parser.add_argument_group("evaluation")
+    evaluation.add_argument("--evaluate", default="", metavar="CKPT", help="evaluate this identity network instead")
+    evaluation.add_argument("--output", default="", help="write the evaluation as JSON here")
+    evaluation.add_argument("--figure", default="", help="draw the similarity distributions here (PNG)")
+    return parser
+
+
+def model_options(args):
+    return dict(widths=[int(w) for w in args.widths.split(",")], embedding_dim=args.embedding_dim,
+                input_size=args.input_size, crop=[float(c) for c in args.crop.split(",")], dropout=args.dropout)
+
+
+def read_views_record(data_dir):
+    """The identities record of a dataset with several views per person (no images read)."""
+    numbered_image_files(data_dir)  # the folder exists and holds numbered images
+    record = read_identities(data_dir)
+    if not record.get("views_per_person"):
+        raise ValueError(f"{data_dir} has one face per person; the identity network needs several views of each "
+                         "(make_synthetic_dataset.py --views_per_person K)")
+    return record
+
+
+def check_flags(args):
+    """The checks that need neither torch nor the images (the ones that need the number of processes,
+    the network or the people follow in check_args and run_training)."""
+    if args.evaluate:
+        if not os.path.isfile(args.evaluate):
+            raise FileNotFoundError(f"--evaluate: checkpoint not found: {args.evaluate}")
+        for flag, path in (("--output", args.output), ("--figure", args.figure)):
+            if path:
+                check_output_file(path, flag)
+    else:
+        for flag in ("batch_size", "max_steps", "save_interval", "log_interval", "embedding_dim"):
+            if getattr(args, flag) < 1:
+                raise ValueError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
+        try:
+            model_options(args)
+        except ValueError as err:
+            raise ValueError(f"bad model options (--widths, --crop): {err}") from None
+        check_not_below_file(args.exp_dir, "--exp_dir")
+        if os.path.exists(args.exp_dir) and not os.path.isdir(args.exp_dir):
+            raise ValueError(f"--exp_dir {args.exp_dir} is a file, not a folder")
+    read_views_record(args.data_dir)
+
+
+def parse_and_check(argv=None):
+    """The parsed flags, after check_flags; an input error is one `error:` line (said once under
+    mpiexec) and exit status 2."""
+    args = create_argparser().parse_args(argv)
+    try:
+        check_flags(args)
+    except INPUT_ERRORS as err:
+        sys.exit(report_input_error(err))
+    return args
+
+
+if __name__ == "__main__":
+    # --help, an unknown flag or a bad value answers here, in a fraction of a second: torch not yet imported.
+    _CLI_ARGS = parse_and_check()
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from guided_diffusion.atomic import atomic_torch_save, atomic_write  # noqa: E402
+from guided_diffusion.mpi_launch import local_rank_and_size, mpi_world  # noqa: E402
+from preprocess.encoder_train import (  # noqa: E402
     _stream_seed,
     cosine_schedule,
     free_port,
@@ -50,8 +152,7 @@ from preprocess.encoder_train import (
     to_model_range,
     write_csv,
 )
-from preprocess.identity import CHECKPOINT_KIND, ArcMarginHead, IdentityNet, load_identity_net
-from preprocess.synthetic_faces import read_identities, render
+from preprocess.identity import CHECKPOINT_KIND, ArcMarginHead, IdentityNet, load_identity_net  # noqa: E402
 
 CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_PREFIX = "identity_"
@@ -63,10 +164,7 @@ FINAL_NAME = "identity.pt"
 
 def read_people(data_dir):
     """Person ids long [N] and the identities record of a views dataset (no images read)."""
-    record = read_identities(data_dir)
-    if not record.get("views_per_person"):
-        raise ValueError(f"{data_dir} has one face per person; the identity network needs several views of each "
-                         "(make_synthetic_dataset.py --views_per_person K)")
+    record = read_views_record(data_dir)
     return torch.tensor([face["person"] for face in record["faces"]], dtype=torch.long), record
 
 
@@ -254,11 +352,6 @@ def checkpoint_paths(exp_dir):
     return sorted(found)
 
 
-def model_options(args):
-    return dict(widths=[int(w) for w in args.widths.split(",")], embedding_dim=args.embedding_dim,
-                input_size=args.input_size, crop=[float(c) for c in args.crop.split(",")], dropout=args.dropout)
-
-
 # A resumed run must be the same run: same model, same people, same optimisation.
 RESUME_KEYS = ("model", "num_classes", "val_people", "batch_size", "learning_rate", "max_steps", "seed",
                "margin", "scale")
@@ -422,7 +515,7 @@ def plot_training(exp_dir, train_rows, val_rows):
     plt.close(fig)
 
 
-# ---------------------------------------------------------------- entry points
+# ---------------------------------------------------------------- training and evaluation
 
 
 def check_args(args, world_size):
@@ -501,55 +594,21 @@ def run_evaluation(args):
         print(f"wrote {args.figure}")
 
 
-def create_argparser():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data_dir", default=os.path.join("runs", "data", "people64_s0"),
-                        help="synthetic dataset with --views_per_person views of each person")
-    parser.add_argument("--val_people", type=int, default=100, help="people held out for validation")
-    model = parser.add_argument_group("model")
-    model.add_argument("--widths", default="32,64,128,128", help="channels of the four stages")
-    model.add_argument("--embedding_dim", type=int, default=128)
-    model.add_argument("--input_size", type=int, default=48, help="side of the face crop the network sees")
-    model.add_argument("--crop", default="0.125,0.875", help="crop start,stop as fractions of the image side")
-    model.add_argument("--dropout", type=float, default=0.2)
-    optim = parser.add_argument_group("optimisation")
-    optim.add_argument("--exp_dir", default=os.path.join("runs", "identity"))
-    optim.add_argument("--batch_size", type=int, default=128, help="global batch, split over the processes")
-    optim.add_argument("--max_steps", type=int, default=2500)
-    optim.add_argument("--learning_rate", type=float, default=2e-3)
-    optim.add_argument("--weight_decay", type=float, default=5e-4)
-    optim.add_argument("--margin", type=float, default=0.5, help="ArcFace's additive angular margin m")
-    optim.add_argument("--scale", type=float, default=32.0, help="ArcFace's logit scale s")
-    optim.add_argument("--margin_warmup_steps", type=int, default=500)
-    optim.add_argument("--seed", type=int, default=0)
-    optim.add_argument("--log_interval", type=int, default=20)
-    optim.add_argument("--eval_interval", type=int, default=0, help="validate every N steps (0: every epoch)")
-    optim.add_argument("--save_interval", type=int, default=250)
-    distributed = parser.add_argument_group("distributed")
-    distributed.add_argument("--nprocs", type=int, default=1, help="data-parallel processes (without mpiexec)")
-    distributed.add_argument("--num_threads", type=int, default=0, help="CPU threads per process (0: share the cores)")
-    distributed.add_argument("--device", default="", choices=["", "cpu", "cuda"])
-    distributed.add_argument("--dist_backend", default="")
-    distributed.add_argument("--master_addr", default=os.environ.get("MASTER_ADDR", "127.0.0.1"))
-    distributed.add_argument("--master_port", type=int, default=int(os.environ.get("MASTER_PORT", 0)))
-    evaluation = parser.add_argument_group("evaluation")
-    evaluation.add_argument("--evaluate", default="", metavar="CKPT", help="evaluate this identity network instead")
-    evaluation.add_argument("--output", default="", help="write the evaluation as JSON here")
-    evaluation.add_argument("--figure", default="", help="draw the similarity distributions here (PNG)")
-    return parser
+# ---------------------------------------------------------------- entry point
 
 
-def main():
-    args = create_argparser().parse_args()
+def main(args=None):
+    """Train or evaluate; `args` already parsed and checked (parse_and_check), else from sys.argv."""
+    if args is None:
+        args = parse_and_check()
     try:
         if args.evaluate:
             run_evaluation(args)
         else:
             run_training(args)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    except INPUT_ERRORS as err:
+        sys.exit(report_input_error(err))  # rank 0 says it once; every rank exits 2
 
 
 if __name__ == "__main__":
-    main()
+    main(_CLI_ARGS)

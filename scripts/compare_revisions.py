@@ -44,13 +44,18 @@ def run(tree, args, out):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from guided_diffusion.safe_paths import OneLineParser, report_input_error
+
+    p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--base", required=True, help="git revision to compare the working tree with")
     p.add_argument("--model_path", default=os.path.join(ROOT, "checkpoints", "diffusion.pt"))
     p.add_argument("--classifier_path", default=os.path.join(ROOT, "checkpoints", "classifier.pt"))
     p.add_argument("--image_index", type=int, default=3)
     p.add_argument("--attribute_index", type=int, default=15)
     args = p.parse_args(argv)
+    for flag, path in (("--model_path", args.model_path), ("--classifier_path", args.classifier_path)):
+        if not os.path.isfile(path):
+            return report_input_error(f"{flag}: checkpoint not found: {path}")
     import torch
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -58,8 +63,7 @@ def main(argv=None):
         os.makedirs(base_tree)
         archive = subprocess.run(["git", "-C", ROOT, "archive", args.base], capture_output=True)
         if archive.returncode:
-            print(f"error: {archive.stderr.decode().strip()}", file=sys.stderr)
-            return 2
+            return report_input_error(archive.stderr.decode().strip())
         subprocess.run(["tar", "-x", "-C", base_tree], input=archive.stdout, check=True)
         run(base_tree, args, os.path.join(tmp, "base.pt"))
         run(ROOT, args, os.path.join(tmp, "head.pt"))

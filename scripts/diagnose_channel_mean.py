@@ -14,17 +14,28 @@ lower levels part of an offset is rightly read as the image's colour.
     python scripts/diagnose_channel_mean.py --model_path checkpoints/diffusion_eps.pt
 """
 import argparse
+import os
 import sys
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from guided_diffusion.safe_paths import OneLineParser, report_input_error
+
+    p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model_path", default="checkpoints/diffusion.pt")
     p.add_argument("--levels", default="999,900,700,500,200", help="comma-separated timesteps")
     p.add_argument("--num_images", type=int, default=8)
     p.add_argument("--offset", type=float, default=0.05, help="std of the per-channel offset added to x_t")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    try:
+        levels = [int(v) for v in args.levels.split(",")]
+    except ValueError:
+        return report_input_error(f"--levels must be comma-separated timesteps; got {args.levels!r}")
+    if not os.path.isfile(args.model_path):
+        return report_input_error(f"--model_path: checkpoint not found: {args.model_path}")
+    if args.num_images < 1:
+        return report_input_error(f"--num_images must be at least 1; got {args.num_images}")
     import torch
 
     from guided_diffusion.script_util import load_diffusion_model
@@ -36,7 +47,7 @@ def main(argv=None):
     kwargs = {} if y is None else {"y": y}
     print(f"{args.model_path}: predicts {'v' if config.get('predict_v') else 'eps'}")
     print("   t   sqrt(1-abar)   eps slope   x0 shift per unit offset")
-    for level in (int(v) for v in args.levels.split(",")):
+    for level in levels:
         t = torch.full((n,), level, dtype=torch.long)
         z = torch.randn(n, 3, size, size, generator=g)
         delta = torch.randn(n, 3, 1, 1, generator=g) * args.offset

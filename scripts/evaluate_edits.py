@@ -57,23 +57,14 @@ import math
 import os
 import sys
 
-import torch
-from tqdm import tqdm
-
-from guided_diffusion.attribute_table import ATTRIBUTES_FILE, read_attribute_table
-from guided_diffusion.mpi_launch import mpi_world
-from guided_diffusion.safe_paths import check_reusable_folder, report_input_error
+# Torch-free: the flags are parsed and checked before torch is imported (see the end of this block).
+from guided_diffusion.safe_paths import OneLineParser, check_reusable_folder, report_input_error
 from optimization import evaluation as ev
 from optimization.arguments import DEFAULT_CLASSIFIER_PATH, DEFAULT_MODEL_PATH, REPO_ROOT
-from optimization.editor import AttributeEditor, EditResult
-from optimization.image_io import load_dataset_item, save_png, to_tensor, to_uint8
-from optimization.queries import check_attribute_index, query_from_indices
-from optimization.losses import load_lpips
-from optimization.visualization import save_image_atomic
+from optimization.queries import check_attribute_index
 from preprocess.attributes import ATTRIBUTE_NAMES, EDITABLE_ATTRIBUTES, RECONSTRUCTION_INDEX
-from preprocess.classifier import load_classifier
-from preprocess.identity import load_identity_net
-from preprocess.synthetic_faces import MIN_IMAGE_SIZE, attribute_mask, example_face, render
+
+INPUT_ERRORS = (ValueError, FileNotFoundError)
 
 DEFAULT_EVAL_CLASSIFIER_PATH = os.path.join(REPO_ROOT, "checkpoints", "eval_classifier.pt")
 DEFAULT_IDENTITY_NET_PATH = os.path.join(REPO_ROOT, "checkpoints", "identity.pt")
@@ -81,8 +72,11 @@ DEFAULT_EVAL_IDENTITY_NET_PATH = os.path.join(REPO_ROOT, "checkpoints", "eval_id
 DEFAULT_SYNTHETIC_IDENTITIES = 50
 
 
+# --------------------------------------------------------------------------- command line
+
+
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("models")
     g.add_argument("--model_path", default=DEFAULT_MODEL_PATH, help="diffusion checkpoint (JSON beside it)")
     g.add_argument("--classifier_path", default=DEFAULT_CLASSIFIER_PATH, help="guidance classifier")
@@ -163,6 +157,106 @@ def expand_methods(text, real):
     return ",".join(dict.fromkeys(expanded))
 
 
+def parse_attributes(text, real):
+    """'2,9,20' -> [2, 9, 20]; None -> the editable attributes (+ reconstruction on real data); 'none' -> []."""
+    if text is None:
+        return list(EDITABLE_ATTRIBUTES) + ([RECONSTRUCTION_INDEX] if real else [])
+    if str(text).strip() == "none":
+        return []
+    try:
+        values = [int(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"--attributes must be a comma list of integers 0-{RECONSTRUCTION_INDEX}; got {text!r}")
+    if not values:
+        raise ValueError("--attributes is empty")
+    for v in values:
+        check_attribute_index(v)
+    if len(set(values)) != len(values):
+        raise ValueError(f"attribute listed twice in --attributes {text!r}")
+    return values
+
+
+def require_file(path, flag):
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{flag} not found: {path}")
+    return path
+
+
+def check_flags(args, real):
+    """Validate the flags before anything is loaded: (methods, edits per split {split: edit codes},
+    evaluation classifier path or None)."""
+    ev.register_variants(args.variants)
+    methods = ev.parse_methods(expand_methods(args.methods, real), synthetic=not real)
+    splits = dict(single=parse_attributes(args.attributes, real), joint=ev.parse_joint_pairs(args.joint_pairs),
+                  noneditable=ev.parse_noneditable(args.noneditable))
+    if real and (splits["joint"] or splits["noneditable"]):
+        raise ValueError("--joint_pairs and --noneditable need synthetic faces (their ground truth is the "
+                         "renderer's): not with --dataset_dir")
+    if not any(splits.values()):
+        raise ValueError("nothing to evaluate: --attributes none without --joint_pairs or --noneditable")
+    if args.per_direction is not None and (real or args.num_identities is not None):
+        raise ValueError("--per_direction picks synthetic identities itself: not with --dataset_dir or --num_identities")
+    for flag in ("num_identities", "per_direction", "batch_size", "steps", "paper_steps"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise ValueError(f"--{flag} must be positive; got {value}")
+    for flag in ("grid_rows", "max_edits", "threads"):
+        value = getattr(args, flag)
+        if value is not None and value < 0:
+            raise ValueError(f"--{flag} must be >= 0; got {value}")
+    # A folder with files but no run.json is the user's: its results.csv or summary.png would be replaced.
+    check_reusable_folder(args.output_dir, "--output_dir", "evaluate_edits.py",
+                          recognise=lambda folder: os.path.isfile(os.path.join(folder, "run.json")))
+    require_file(args.model_path, "diffusion checkpoint (--model_path)")
+    require_file(args.classifier_path, "guidance classifier (--classifier_path)")
+    eval_path = args.eval_classifier_path
+    if eval_path is None and (not real or os.path.isfile(DEFAULT_EVAL_CLASSIFIER_PATH)):
+        eval_path = DEFAULT_EVAL_CLASSIFIER_PATH
+    if eval_path is not None:
+        require_file(eval_path, "evaluation classifier (--eval_classifier_path)")
+    if args.inception_weights is not None:
+        require_file(args.inception_weights, "inception weights (--inception_weights)")
+    if args.identity_net == DEFAULT_IDENTITY_NET_PATH and not os.path.isfile(args.identity_net):
+        args.identity_net = ""  # a clone without the shipped network: the id term is dropped with a note
+    elif args.identity_net:
+        require_file(args.identity_net, "identity network (--identity_net)")
+    if args.eval_identity_net is None:
+        args.eval_identity_net = DEFAULT_EVAL_IDENTITY_NET_PATH if os.path.isfile(DEFAULT_EVAL_IDENTITY_NET_PATH) else ""
+    if args.eval_identity_net:
+        require_file(args.eval_identity_net, "evaluation identity network (--eval_identity_net)")
+    return methods, splits, eval_path
+
+
+def parse_and_check(argv=None):
+    """The parsed flags, after check_flags; an input error is one `error:` line (said once under
+    mpiexec) and exit status 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        check_flags(args, args.dataset_dir is not None)
+    except INPUT_ERRORS as e:
+        sys.exit(report_input_error(e))
+    return args
+
+
+if __name__ == "__main__":
+    # --help, an unknown flag or a bad value answers here, in a fraction of a second: torch not yet imported.
+    _CLI_ARGS = parse_and_check()
+
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from guided_diffusion.attribute_table import ATTRIBUTES_FILE, read_attribute_table  # noqa: E402
+from guided_diffusion.mpi_launch import mpi_world  # noqa: E402
+from optimization.editor import AttributeEditor, EditResult  # noqa: E402
+from optimization.image_io import load_dataset_item, save_png, to_tensor, to_uint8  # noqa: E402
+from optimization.queries import query_from_indices  # noqa: E402
+from optimization.losses import load_lpips  # noqa: E402
+from optimization.visualization import save_image_atomic  # noqa: E402
+from preprocess.classifier import load_classifier  # noqa: E402
+from preprocess.identity import load_identity_net  # noqa: E402
+from preprocess.synthetic_faces import MIN_IMAGE_SIZE, attribute_mask, example_face, render  # noqa: E402
+
+
 def estimated_unet_evals(editor, opts):
     """UNet evaluations one edit with `opts` makes (a batched call counts once per image): per step
     of the k inverted and re-sampled ones, the inversion's (with its fixed-point refinements), the
@@ -234,31 +328,6 @@ class _EditProgress:
         if self.hook is not None:
             self.hook.remove()
         self.bar.close()
-
-
-def parse_attributes(text, real):
-    """'2,9,20' -> [2, 9, 20]; None -> the editable attributes (+ reconstruction on real data); 'none' -> []."""
-    if text is None:
-        return list(EDITABLE_ATTRIBUTES) + ([RECONSTRUCTION_INDEX] if real else [])
-    if str(text).strip() == "none":
-        return []
-    try:
-        values = [int(v) for v in str(text).split(",") if v.strip()]
-    except ValueError:
-        raise ValueError(f"--attributes must be a comma list of integers 0-{RECONSTRUCTION_INDEX}; got {text!r}")
-    if not values:
-        raise ValueError("--attributes is empty")
-    for v in values:
-        check_attribute_index(v)
-    if len(set(values)) != len(values):
-        raise ValueError(f"attribute listed twice in --attributes {text!r}")
-    return values
-
-
-def require_file(path, flag):
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{flag} not found: {path}")
-    return path
 
 
 # --------------------------------------------------------------------------- inputs
@@ -650,51 +719,6 @@ def add_fid(args, source, rows, overall, inception):
         summary["fid"] = ev.frechet_distance_of_features(features(edited), input_features)
 
 
-def check_flags(args, real):
-    """Validate the flags before anything is loaded: (methods, edits per split {split: edit codes},
-    evaluation classifier path or None)."""
-    ev.register_variants(args.variants)
-    methods = ev.parse_methods(expand_methods(args.methods, real), synthetic=not real)
-    splits = dict(single=parse_attributes(args.attributes, real), joint=ev.parse_joint_pairs(args.joint_pairs),
-                  noneditable=ev.parse_noneditable(args.noneditable))
-    if real and (splits["joint"] or splits["noneditable"]):
-        raise ValueError("--joint_pairs and --noneditable need synthetic faces (their ground truth is the "
-                         "renderer's): not with --dataset_dir")
-    if not any(splits.values()):
-        raise ValueError("nothing to evaluate: --attributes none without --joint_pairs or --noneditable")
-    if args.per_direction is not None and (real or args.num_identities is not None):
-        raise ValueError("--per_direction picks synthetic identities itself: not with --dataset_dir or --num_identities")
-    for flag in ("num_identities", "per_direction", "batch_size", "steps", "paper_steps"):
-        value = getattr(args, flag)
-        if value is not None and value < 1:
-            raise ValueError(f"--{flag} must be positive; got {value}")
-    for flag in ("grid_rows", "max_edits", "threads"):
-        value = getattr(args, flag)
-        if value is not None and value < 0:
-            raise ValueError(f"--{flag} must be >= 0; got {value}")
-    # A folder with files but no run.json is the user's: its results.csv or summary.png would be replaced.
-    check_reusable_folder(args.output_dir, "--output_dir", "evaluate_edits.py",
-                          recognise=lambda folder: os.path.isfile(os.path.join(folder, "run.json")))
-    require_file(args.model_path, "diffusion checkpoint (--model_path)")
-    require_file(args.classifier_path, "guidance classifier (--classifier_path)")
-    eval_path = args.eval_classifier_path
-    if eval_path is None and (not real or os.path.isfile(DEFAULT_EVAL_CLASSIFIER_PATH)):
-        eval_path = DEFAULT_EVAL_CLASSIFIER_PATH
-    if eval_path is not None:
-        require_file(eval_path, "evaluation classifier (--eval_classifier_path)")
-    if args.inception_weights is not None:
-        require_file(args.inception_weights, "inception weights (--inception_weights)")
-    if args.identity_net == DEFAULT_IDENTITY_NET_PATH and not os.path.isfile(args.identity_net):
-        args.identity_net = ""  # a clone without the shipped network: the id term is dropped with a note
-    elif args.identity_net:
-        require_file(args.identity_net, "identity network (--identity_net)")
-    if args.eval_identity_net is None:
-        args.eval_identity_net = DEFAULT_EVAL_IDENTITY_NET_PATH if os.path.isfile(DEFAULT_EVAL_IDENTITY_NET_PATH) else ""
-    if args.eval_identity_net:
-        require_file(args.eval_identity_net, "evaluation identity network (--eval_identity_net)")
-    return methods, splits, eval_path
-
-
 def evaluate(args, comm, rank, world):
     real = args.dataset_dir is not None
     methods, splits, eval_path = check_flags(args, real)
@@ -835,9 +859,11 @@ def _classifier_fn(path, editor):
     return classify
 
 
-def main(argv=None):
-    """Run the benchmark; 0 on success, 2 (one 'error:' line on stderr) on bad input."""
-    args = build_parser().parse_args(argv)
+def main(argv=None, args=None):
+    """Run the benchmark; 0 on success, 2 (one 'error:' line on stderr) on bad input. `args`: flags
+    already parsed (parse_and_check), else parsed from `argv`."""
+    if args is None:
+        args = build_parser().parse_args(argv)
     comm, rank, world = mpi_world()
     try:
         check_flags(args, args.dataset_dir is not None)
@@ -858,4 +884,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(args=_CLI_ARGS))

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from guided_diffusion.atomic import atomic_save_image
+from guided_diffusion.safe_paths import OneLineParser, report_input_error
 from preprocess.attributes import ATTRIBUTE_SHORT_NAMES, EDITABLE_ATTRIBUTES
 from preprocess.synthetic_faces import example_face, render
 
@@ -100,7 +101,7 @@ def counterfactual_sheet(seed, people, image_size, scale):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Contact sheets of the synthetic faces.")
+    parser = OneLineParser(description="Contact sheets of the synthetic faces.")
     parser.add_argument("--out_dir", default="images", help="where the two PNGs go")
     parser.add_argument("--seed", type=int, default=0, help="dataset seed the faces come from")
     parser.add_argument("--image_size", type=int, default=64, help="render size (what the models see)")
@@ -115,8 +116,7 @@ def main(argv=None):
         faces = faces_sheet(args.seed, args.rows, args.cols, args.image_size, args.scale)
         counterfactuals = counterfactual_sheet(args.seed, args.people, args.image_size, args.scale)
     except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return report_input_error(e)
     for name, image in (("synthetic_faces.png", faces), ("synthetic_counterfactuals.png", counterfactuals)):
         path = os.path.join(args.out_dir, name)
         atomic_save_image(image, path, format="PNG")

@@ -15,17 +15,73 @@ import argparse
 import os
 import sys
 
-import torch
-
+# Torch-free: the flags are parsed and checked before torch is imported (see the end of this block).
+from guided_diffusion.safe_paths import InputError, OneLineParser, check_not_below_file, report_input_error
 from optimization.arguments import DEFAULT_CLASSIFIER_PATH, DEFAULT_MODEL_PATH, PRESETS
-from optimization.editor import AttributeEditor, EditOptions
-from optimization.image_io import load_dataset_item, synthetic_seed, to_uint8
-from optimization.queries import query_from_indices
-from optimization.visualization import labelled_grid, region_overlay, save_image_atomic
-from preprocess.attributes import ATTRIBUTE_SHORT_NAMES, EDITABLE_ATTRIBUTES
-from preprocess.synthetic_faces import attribute_mask, example_face
+from optimization.options import EditOptions
 
 HELD_OUT = "synthetic:1000"
+FIGURES = ("editing_all_attributes.png", "editing_identities.png", "cycle_schemas.png", "reconstruction.png",
+           "diffusion_samples.png", "regions.png")
+
+
+def build_parser():
+    p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model_path", default=DEFAULT_MODEL_PATH)
+    p.add_argument("--classifier_path", default=DEFAULT_CLASSIFIER_PATH)
+    p.add_argument("--preset", default="fast", choices=sorted(PRESETS))
+    p.add_argument("--out_dir", default="images")
+    p.add_argument("--index", type=int, default=0, help="held-out identity of the all-attributes figure")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--only", default=None, help="comma list of figures to redraw, e.g. regions,reconstruction "
+                   "(file names with or without .png; default: all)")
+    return p
+
+
+def wanted_figures(only):
+    """The figures --only names (a name with or without its .png: --only regions); all without it."""
+    wanted = {n if n.endswith(".png") else n + ".png" for n in only.split(",")} if only else set(FIGURES)
+    unknown = wanted - set(FIGURES)
+    if unknown:
+        raise ValueError(f"unknown figure {', '.join(sorted(unknown))}; choose from {', '.join(FIGURES)}")
+    return wanted
+
+
+def check_flags(args):
+    """Every check that needs neither torch nor a model."""
+    wanted_figures(args.only)
+    for flag, path in (("--model_path", args.model_path), ("--classifier_path", args.classifier_path)):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{flag}: checkpoint not found: {path}")
+    check_not_below_file(args.out_dir, "--out_dir")
+    if os.path.exists(args.out_dir) and not os.path.isdir(args.out_dir):
+        raise InputError(f"--out_dir {args.out_dir} is a file, not a folder")
+    if args.index < 0 or args.seed < 0:
+        raise InputError(f"--index and --seed must be >= 0; got {args.index}, {args.seed}")
+
+
+def parse_and_check(argv=None):
+    """The parsed flags, after check_flags; an input error is one `error:` line and exit status 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        check_flags(args)
+    except (ValueError, FileNotFoundError) as e:
+        sys.exit(report_input_error(e))
+    return args
+
+
+if __name__ == "__main__":
+    # --help, an unknown flag or a bad value answers here, in a fraction of a second: torch not yet imported.
+    _CLI_ARGS = parse_and_check()
+
+import torch  # noqa: E402
+
+from optimization.editor import AttributeEditor  # noqa: E402
+from optimization.image_io import load_dataset_item, synthetic_seed, to_uint8  # noqa: E402
+from optimization.queries import query_from_indices  # noqa: E402
+from optimization.visualization import labelled_grid, region_overlay, save_image_atomic  # noqa: E402
+from preprocess.attributes import ATTRIBUTE_SHORT_NAMES, EDITABLE_ATTRIBUTES  # noqa: E402
+from preprocess.synthetic_faces import attribute_mask, example_face  # noqa: E402
 
 
 def options(preset, **overrides):
@@ -156,17 +212,10 @@ def figure_regions(editor, opts, indices, seed, cell=96):
     return labelled_grid(rows, captions, row_titles=titles, cell=cell), ious
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model_path", default=DEFAULT_MODEL_PATH)
-    p.add_argument("--classifier_path", default=DEFAULT_CLASSIFIER_PATH)
-    p.add_argument("--preset", default="fast", choices=sorted(PRESETS))
-    p.add_argument("--out_dir", default="images")
-    p.add_argument("--index", type=int, default=0, help="held-out identity of the all-attributes figure")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--only", default=None, help="comma list of figures to redraw, e.g. regions,reconstruction "
-                   "(file names with or without .png; default: all)")
-    args = p.parse_args(argv)
+def main(argv=None, args=None):
+    """Draw the figures; 0, or 2 with one `error:` line. `args`: flags already parsed (parse_and_check)."""
+    if args is None:
+        args = parse_and_check(argv)
     try:
         editor = AttributeEditor(args.model_path, args.classifier_path, device="cpu")
         os.makedirs(args.out_dir, exist_ok=True)
@@ -180,12 +229,8 @@ def main(argv=None):
             "diffusion_samples.png": lambda: figure_samples(editor, [0, 1, 4, 5], args.seed),
             "regions.png": lambda: figure_regions(editor, opts, indices[:4], args.seed)[0],
         }
-        # A name with or without its .png: --only regions
-        wanted = ({n if n.endswith(".png") else n + ".png" for n in args.only.split(",")} if args.only
-                  else set(figures))
-        unknown = wanted - set(figures)
-        if unknown:
-            raise ValueError(f"unknown figure {', '.join(sorted(unknown))}; choose from {', '.join(figures)}")
+        assert tuple(figures) == FIGURES
+        wanted = wanted_figures(args.only)
         for name, make in figures.items():
             if name not in wanted:
                 continue
@@ -193,10 +238,9 @@ def main(argv=None):
             save_image_atomic(make(), path)
             print(f"wrote {path}")
     except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return report_input_error(e)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(args=_CLI_ARGS))

@@ -16,18 +16,58 @@ import argparse
 import glob
 import json
 import os
+import sys
 
-import numpy as np
-import torch
-from PIL import Image
-
-from optimization import domain
+# Torch-free: the flags are parsed and checked before torch is imported (see the end of this block).
+from guided_diffusion.safe_paths import OneLineParser, check_output_file, report_input_error
 from optimization.arguments import DEFAULT_CLASSIFIER_PATH
-from optimization.image_io import load_image_file, to_tensor
-from preprocess.classifier import load_classifier
-from preprocess.synthetic_faces import example_face, render
+
+FEATURE_NAMES = ("layer2", "penultimate")
+
+
+def build_parser():
+    p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--classifier", default=DEFAULT_CLASSIFIER_PATH)
+    p.add_argument("--image_size", type=int, default=64)
+    p.add_argument("--feature", choices=sorted(FEATURE_NAMES), default="layer2")
+    p.add_argument("--skimage_data", default=None, help="scikit-image's skimage/data folder (no import needed)")
+    p.add_argument("--num_test", type=int, default=400, help="further held-out faces of each of seeds 1000 and 2000")
+    p.add_argument("--output", default=None, help="write the numbers as JSON")
+    return p
+
+
+def parse_and_check(argv=None):
+    """The parsed flags, checked without torch; an input error is one `error:` line and exit status 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        if not os.path.isfile(args.classifier):
+            raise FileNotFoundError(f"--classifier: checkpoint not found: {args.classifier}")
+        if args.image_size < 8 or args.num_test < 1:
+            raise ValueError(f"--image_size must be >= 8 and --num_test >= 1; got {args.image_size}, {args.num_test}")
+        if args.skimage_data and not os.path.isdir(args.skimage_data):
+            raise FileNotFoundError(f"--skimage_data: folder not found: {args.skimage_data}")
+        if args.output:
+            check_output_file(args.output, "--output")
+    except (ValueError, FileNotFoundError) as e:
+        sys.exit(report_input_error(e))
+    return args
+
+
+if __name__ == "__main__":
+    # --help, an unknown flag or a bad value answers here, in a fraction of a second: torch not yet imported.
+    _CLI_ARGS = parse_and_check()
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from optimization import domain  # noqa: E402
+from optimization.image_io import load_image_file, to_tensor  # noqa: E402
+from preprocess.classifier import load_classifier  # noqa: E402
+from preprocess.synthetic_faces import example_face, render  # noqa: E402
 
 FEATURES = {"layer2": domain.classifier_features, "penultimate": domain.penultimate_features}
+assert tuple(FEATURES) == FEATURE_NAMES
 
 
 def matplotlib_photos():
@@ -69,15 +109,9 @@ def synthetic(seed, start, count, image_size):
     return torch.cat(out)
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--classifier", default=DEFAULT_CLASSIFIER_PATH)
-    p.add_argument("--image_size", type=int, default=64)
-    p.add_argument("--feature", choices=sorted(FEATURES), default="layer2")
-    p.add_argument("--skimage_data", default=None, help="scikit-image's skimage/data folder (no import needed)")
-    p.add_argument("--num_test", type=int, default=400, help="further held-out faces of each of seeds 1000 and 2000")
-    p.add_argument("--output", default=None, help="write the numbers as JSON")
-    args = p.parse_args(argv)
+def main(argv=None, args=None):
+    if args is None:
+        args = parse_and_check(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     classifier = load_classifier(args.classifier)
     features_fn = FEATURES[args.feature]
@@ -113,4 +147,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    main(args=_CLI_ARGS)

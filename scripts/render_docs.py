@@ -376,7 +376,9 @@ def render_all(root=ROOT):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from guided_diffusion.safe_paths import OneLineParser
+
+    p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--check", action="store_true", help="change nothing; exit 1 if a region differs from its rendering")
     args = p.parse_args(argv)
     try:

@@ -174,12 +174,12 @@ def test_attributes_cli(tmp_path, repo_root):
     bad = _write(tmp_path / "bad.txt", bad_text)
     failed = subprocess.run([sys.executable, script, "--celeba_attr", bad, "--out", str(tmp_path / "e")],
                             capture_output=True, text=True)
-    assert failed.returncode == 1 and failed.stderr.count("\n") == 1 and "bad.txt:3" in failed.stderr
+    assert failed.returncode == 2 and failed.stderr.count("\n") == 1 and "bad.txt:3" in failed.stderr
     assert not os.path.exists(tmp_path / "e")
     _solid(tmp_path / "d" / "00000.png", (0, 0, 0))  # 1 image, 2 rows
     mismatch = subprocess.run([sys.executable, script, "--celeba_attr", celeba, "--out", str(tmp_path / "d")],
                               capture_output=True, text=True)
-    assert mismatch.returncode == 1 and "holds 1 images but the annotations list 2" in mismatch.stderr
+    assert mismatch.returncode == 2 and "holds 1 images but the annotations list 2" in mismatch.stderr
 
 
 # --- prepare_images ---------------------------------------------------------
