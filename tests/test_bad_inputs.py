@@ -9,6 +9,7 @@ subprocess, in a workspace of real files (`W`), with `W` as the current folder.
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -30,14 +31,20 @@ SAMPLE = "scripts/image_sample.py"
 EVAL = "scripts/evaluate_edits.py"
 EVALS = "scripts/evaluate_samples.py"
 EXPORT = "scripts/export_checkpoints.py"
+IDENT = "preprocess/identity_train.py"
+# Every other script with a command line: --help and a bad flag answered before torch, too.
+OTHER_CLIS = ("scripts/bench_edit.py", "scripts/bench_train.py", "scripts/make_figures.py",
+              "scripts/measure_domain_check.py", "scripts/make_data_figures.py", "scripts/compare_revisions.py",
+              "scripts/diagnose_channel_mean.py", "scripts/render_docs.py", "preprocess/attributes.py")
 
 # The workspace (see `workspace`): photos/ (3 PNG photos, 40x50), proj/photos/ + proj/notes.txt (a project
 # folder holding its photos), notes.txt, text.pt (a text file named .pt), empty.pt, zip.pt (a zip file),
 # emptydir/, corrupt/ (a dataset whose 00001.png is text), badsize/ (16 px dataset, one 24 px image),
 # ds16/ (a 16 px dataset), dup_attr.txt (CelebA file listing a name twice), binary.txt (not text),
-# prepared/ (prepare_images.py's output), synth/ (make_synthetic_dataset.py's), results/ (a user's own
-# results.csv and summary.png), samples/ (a user's own samples.json and grid.png), dst/ (classifier.pt
-# that is a text file).
+# prepared/ (prepare_images.py's output), synth/ (make_synthetic_dataset.py's, one face per person),
+# people/ (make_synthetic_dataset.py's with two views per person), results/ (a user's own results.csv
+# and summary.png), samples/ (a user's own samples.json and grid.png), dst/ (classifier.pt that is a
+# text file).
 CASES = [
     # main.py: found before torch or any model loads
     Case(MAIN, "-i photos", "is a folder, not an image", "input image is a folder"),
@@ -52,6 +59,8 @@ CASES = [
     Case(MAIN, "--seed -1", "--seed must be >= 0", "negative seed"),
     Case(MAIN, "-o sub/grid.png", "must be a file name", "-o with a folder in it"),
     Case(MAIN, "--no_such_flag", "unrecognized arguments", "unknown flag"),
+    Case(MAIN, "--sampler ddpn", "invalid choice", "misspelt method option"),
+    Case(MAIN, "--edit_strength 5", "edit_strength must be in (0, 1]", "method option out of range"),
     # make_synthetic_dataset.py
     Case(SYNTH, "--out . --overwrite --num_images 2", "is the current folder or one above it", "--out is the current folder"),
     Case(SYNTH, "--out .. --overwrite --num_images 2", "is the current folder or one above it", "--out is a parent of the current folder"),
@@ -96,6 +105,16 @@ CASES = [
     Case(ENC, "--data_dir ds16 --exp_dir notes.txt", "is a file, not a folder", "--exp_dir is a file"),
     Case(ENC, "--data_dir missing --exp_dir run", "dataset directory not found", "dataset missing"),
     Case(ENC, "--data_dir ds16 --exp_dir run --batch_size 0", "--batch_size must be at least 1", "out-of-range value"),
+    Case(ENC, "--data_dir ds16 --exp_dir notes.txt/run", "notes.txt is a file, not a folder", "--exp_dir below a file"),
+    Case(ENC, "--data_dir ds16 --evaluate missing.pt", "checkpoint not found", "checkpoint to evaluate missing"),
+    # identity_train.py: flags, --exp_dir and the dataset's views checked before torch
+    Case(IDENT, "--data_dir missing --exp_dir run", "dataset directory not found", "dataset missing"),
+    Case(IDENT, "--data_dir synth --exp_dir run", "needs several views of each", "a dataset without views_per_person"),
+    Case(IDENT, "--data_dir people --exp_dir notes.txt", "is a file, not a folder", "--exp_dir is a file"),
+    Case(IDENT, "--data_dir people --exp_dir notes.txt/run", "notes.txt is a file, not a folder", "--exp_dir below a file"),
+    Case(IDENT, "--data_dir people --exp_dir run --batch_size 0", "--batch_size must be at least 1", "out-of-range value"),
+    Case(IDENT, "--data_dir people --exp_dir run --widths 8,x,16,16", "bad model options", "malformed --widths"),
+    Case(IDENT, "--data_dir people --evaluate missing.pt", "checkpoint not found", "checkpoint to evaluate missing"),
     # image_sample.py: outputs checked before the model loads
     Case(SAMPLE, "--output notes.txt/x.png", "notes.txt is a file, not a folder", "--output below a file"),
     Case(SAMPLE, "--output photos", "is a folder; give a file name", "--output is a folder"),
@@ -106,6 +125,8 @@ CASES = [
     Case(EVAL, "--output_dir results", "holds files evaluate_edits.py did not write", "--output_dir holds a user's results.csv"),
     Case(EVAL, "--output_dir notes.txt", "is a file, not a folder", "--output_dir is a file"),
     Case(EVAL, "--output_dir out --batch_size 0", "--batch_size must be positive", "out-of-range value"),
+    Case(EVAL, "--output_dir out --model_path missing.pt", "not found: missing.pt", "checkpoint missing"),
+    Case(EVAL, "--output_dir out --methods cyclediff_fast", "unknown method cyclediff_fast", "unknown method"),
     # evaluate_samples.py
     Case(EVALS, "--output_dir samples", "holds files evaluate_samples.py did not write", "--output_dir holds a user's samples.json"),
     Case(EVALS, "--output_dir notes.txt/x", "notes.txt is a file, not a folder", "--output_dir below a file"),
@@ -158,7 +179,9 @@ def workspace(tmp_path_factory):
     (w / "binary.txt").write_bytes(b"\xff\xfe\x00\x81" * 8)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     for command in ([PREP, "--input", "photos", "--out", "prepared", "--image_size", "16", "--workers", "1"],
-                    [SYNTH, "--out", "synth", "--num_images", "2", "--image_size", "32", "--workers", "1"]):
+                    [SYNTH, "--out", "synth", "--num_images", "2", "--image_size", "32", "--workers", "1"],
+                    [SYNTH, "--out", "people", "--num_images", "4", "--views_per_person", "2", "--image_size", "32",
+                     "--workers", "1"]):
         r = subprocess.run([sys.executable, os.path.join(ROOT, command[0]), *command[1:]], cwd=w, env=env,
                            capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stderr
@@ -207,19 +230,33 @@ def test_bad_input_is_one_line_exit_2_nothing_touched(workspace, case):
 
 def test_at_least_40_cases_over_every_tool():
     assert len(CASES) >= 40
-    assert {c.script for c in CASES} == {MAIN, SYNTH, PREP, TRAIN, ENC, SAMPLE, EVAL, EVALS, EXPORT}
+    assert {c.script for c in CASES} >= {MAIN, SYNTH, PREP, TRAIN, ENC, SAMPLE, EVAL, EVALS, EXPORT, IDENT}
 
 
-@pytest.mark.parametrize("script", [MAIN, SYNTH, PREP, TRAIN, SAMPLE, EVALS, EXPORT])
-def test_help_and_bad_values_answer_before_torch_is_imported(workspace, script):
-    # main.py's --help lists the method flags generated from EditOptions (torch): only its bad values here.
-    bad = "--batch_size nine" if script in (MAIN, TRAIN, SAMPLE, EVALS) else "--out_dir"
-    for args in ((bad,) if script == MAIN else ("--help", bad)):
-        r = subprocess.run([sys.executable, "-X", "importtime", os.path.join(ROOT, script), *args.split()],
-                           cwd=workspace, capture_output=True, text=True, timeout=120)
-        assert r.returncode in (0, 2), r.stderr[-2000:]
-        imported = [line.rsplit("|", 1)[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")]
-        assert "torch" not in imported, f"{script} {args} imports torch"
+# (script, arguments): --help answers 0, the others one `error:` line and 2; none imports torch.
+BEFORE_TORCH = [(script, args) for script in (MAIN, SYNTH, PREP, TRAIN, ENC, SAMPLE, EVAL, EVALS, EXPORT, IDENT)
+                + OTHER_CLIS for args in ("--help", "--bogus_flag")] + [
+    (MAIN, "--batch_size nine"), (MAIN, "--sampler ddpn"), (MAIN, "--edit_strength 5"), (MAIN, "--cfg_scale -1"),
+    (MAIN, "--region_attribute_thresholds Moustache=0.2"), (TRAIN, "--batch_size nine"), (SAMPLE, "--batch_size nine"),
+    (EVALS, "--batch_size nine"), (EXPORT, "--out_dir"), (ENC, "--data_dir ds16 --batch_size 0"),
+    (ENC, "--data_dir missing"), (EVAL, "--model_path missing.pt"), (EVAL, "--methods cyclediff_fast"),
+    (IDENT, "--data_dir synth"), (IDENT, "--data_dir people --exp_dir notes.txt"),
+    ("scripts/bench_edit.py", "--presets fast,papre"), ("scripts/bench_train.py", "--steps 0"),
+    ("scripts/make_figures.py", "--only regoins"), ("scripts/diagnose_channel_mean.py", "--levels 999,x"),
+]
+
+
+@pytest.mark.parametrize("script,args", BEFORE_TORCH, ids=[f"{os.path.basename(s)}:{a}" for s, a in BEFORE_TORCH])
+def test_help_and_bad_values_answer_before_torch_is_imported(workspace, script, args):
+    r = subprocess.run([sys.executable, "-X", "importtime", os.path.join(ROOT, script), *args.split()],
+                       cwd=workspace, capture_output=True, text=True, timeout=120)
+    imported = [line.rsplit("|", 1)[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")]
+    said = [line for line in r.stderr.splitlines() if not line.startswith("import time:")]
+    assert "torch" not in imported, f"{script} {args} imports torch"
+    if args == "--help":
+        assert r.returncode == 0 and "usage:" in r.stdout and not said, r.stderr[-2000:]
+    else:
+        assert r.returncode == 2 and len(said) == 1 and said[0].startswith("error: "), said
 
 
 def test_input_error_is_said_once_under_mpiexec(workspace):
@@ -228,6 +265,30 @@ def test_input_error_is_said_once_under_mpiexec(workspace):
     said = run_script(SYNTH, "--out notes.txt --num_images 2", workspace, env={"PMI_RANK": "0"})
     assert silent.returncode == said.returncode == 2
     assert silent.stderr == "" and said.stderr.count("error: ") == 1
+
+
+# A bad input found by every rank of a real `mpiexec -n 2`: rank 0 says it, once; both ranks exit 2.
+MPI_CASES = [(EVAL, "--output_dir out --model_path missing.pt", "not found: missing.pt"),
+             (MAIN, "--seed -1", "--seed must be >= 0"),
+             (IDENT, "--data_dir people --exp_dir run --bogus_flag", "unrecognized arguments: --bogus_flag")]
+
+
+@pytest.mark.skipif(shutil.which("mpiexec") is None, reason="needs mpiexec (pip install mpich)")
+@pytest.mark.parametrize("script,args,expect", MPI_CASES, ids=[os.path.basename(c[0]) for c in MPI_CASES])
+def test_input_error_is_said_once_by_a_real_mpiexec(workspace, mpi_env, script, args, expect):
+    before = snapshot(workspace)
+    # Each rank runs the script as a child (the launcher's variables pass on) and reports its exit status.
+    rank = ("import os, subprocess, sys; r = subprocess.run([sys.executable, *sys.argv[1:]]); "
+            "print(f'rank {os.environ.get(\"PMI_RANK\", os.environ.get(\"OMPI_COMM_WORLD_RANK\"))} exit "
+            "{r.returncode}', flush=True); sys.exit(r.returncode)")
+    r = subprocess.run(["mpiexec", "-n", "2", sys.executable, "-c", rank, os.path.join(ROOT, script), *args.split()],
+                       cwd=workspace, env=dict(mpi_env, OMP_NUM_THREADS="1"), capture_output=True, text=True,
+                       timeout=300)
+    assert sorted(line for line in r.stdout.splitlines() if line.startswith("rank ")) == ["rank 0 exit 2",
+                                                                                        "rank 1 exit 2"], r.stdout
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and expect in errors[0], r.stderr[-3000:]
+    assert r.returncode == 2 and snapshot(workspace) == before
 
 
 def test_killed_prepare_run_is_cleaned_by_the_next_and_said(workspace, tmp_path):
@@ -305,7 +366,8 @@ def render_doc():
              ".pt), `empty.pt`, `zip.pt` (a zip file), `emptydir/`, `corrupt/` (a dataset with a text file "
              "named 00001.png), `badsize/` (a 16 px dataset with one 24 px image), `ds16/` (a 16 px dataset), "
              "`dup_attr.txt` (CelebA attributes naming a file twice), `binary.txt` (not text), `prepared/` and "
-             "`synth/` (outputs of prepare_images.py and make_synthetic_dataset.py), `results/` and `samples/` "
+             "`synth/` (outputs of prepare_images.py and make_synthetic_dataset.py, one face per person), "
+             "`people/` (make_synthetic_dataset.py with two views per person), `results/` and `samples/` "
              "(a user's own results.csv, summary.png, samples.json, grid.png), `dst/classifier.pt` (a text "
              "file).", "",
              "| tool | arguments | what is wrong | the error line contains |",
