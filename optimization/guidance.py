@@ -25,7 +25,7 @@ Two safeguards act on that gradient:
       [-1, 1] units). Through x0_hat the gradient grows like 1/sqrt(alphabar_t) (~160 at t = 999):
       on a respaced chain one noisy step would otherwise throw the image out of range.
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, List, Optional
 
 import torch

@@ -9,7 +9,6 @@ with every editable attribute flipped). Faces are rendered at --image_size and
 enlarged with nearest neighbour, so the sheets show what the models see.
 """
 
-import argparse
 import os
 import sys
 
