@@ -1,0 +1,108 @@
+"""
+Summarise a paper-procedure ablation (scripts/paper_procedure_ablation.sh) into one results file.
+
+    python scripts/summarise_ablation.py RUN_DIR --output docs/results/paper_ablation_100.json
+
+RUN_DIR holds `edits/` and `reconstructions/` (evaluate_edits.py output folders; the finished
+results.csv or, for a run still going, its partial_rank*.csv files). For every method: the mean
+and 95 % bootstrap interval of success, preservation, PSNR to the ground truth, identity
+similarity to the input (when scored) over the edits, and of PSNR to the input over the
+reconstructions; then each method's paired differences (same edits) against --reference, the
+procedure without the cycle term. The raw rows are copied beside the JSON (a folder of the same
+name) so the numbers can be recomputed. scripts/render_docs.py renders the README's table from it.
+"""
+import argparse
+import csv
+import datetime
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+
+EDIT_MEASURES = ("success", "preservation", "psnr_gt", "identity_input")
+
+
+def read_rows(folder):
+    """Rows of an evaluate_edits output folder: results.csv, else the partial files (a running job)."""
+    from optimization import reports
+
+    final = os.path.join(folder, "results.csv")
+    paths = [final] if os.path.isfile(final) else sorted(
+        os.path.join(folder, n) for n in os.listdir(folder) if n.startswith("partial_rank") and n.endswith(".csv"))
+    rows = []
+    for path in paths:
+        rows += reports.read_rows(path, reports.SYNTHETIC_COLUMNS)
+    return rows
+
+
+def summary(rows, measures, reference):
+    from optimization import reports
+
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    out = {}
+    for method in methods:
+        members = [r for r in rows if r["method"] == method]
+        entry = {"n": len(members)}
+        for name in measures:
+            values = [r[name] for r in members if math.isfinite(r[name])]
+            if not values:
+                continue
+            low, high = reports.bootstrap_interval(values)
+            entry[name] = {"mean": sum(values) / len(values), "low": low, "high": high}
+            if reference in methods and method != reference:
+                diffs = reports.paired_differences(rows, name, method, reference)
+                if diffs:
+                    low, high = reports.bootstrap_interval(diffs)
+                    entry[f"{name}_vs_{reference}"] = {"mean": sum(diffs) / len(diffs), "low": low, "high": high,
+                                                       "n": len(diffs)}
+        out[method] = entry
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir")
+    p.add_argument("--output", required=True, help="JSON file to write; the raw rows go to a folder beside it")
+    p.add_argument("--reference", default="no_cycle", help="method the paired differences are taken against")
+    p.add_argument("--steps", type=int, required=True, help="the chain length the ablation ran on")
+    p.add_argument("--command", default="bash scripts/paper_procedure_ablation.sh RUN_DIR STEPS 2")
+    p.add_argument("--hardware", default=f"{os.cpu_count()} CPU cores, no GPU")
+    args = p.parse_args(argv)
+    edits_dir, recon_dir = (os.path.join(args.run_dir, n) for n in ("edits", "reconstructions"))
+    if not os.path.isdir(edits_dir):
+        print(f"error: no edits/ folder in {args.run_dir}", file=sys.stderr)
+        return 2
+    edits = read_rows(edits_dir)
+    reconstructions = read_rows(recon_dir) if os.path.isdir(recon_dir) else []
+    with open(os.path.join(edits_dir, "run.json")) as f:
+        options = json.load(f).get("method_options", {})
+    result = dict(
+        description="The paper's procedure on the shipped models: 14 held-out edits (seed 1000, one identity per "
+                    "editable attribute and direction) and 4 reconstructions per configuration.",
+        steps=args.steps, command=args.command, hardware=args.hardware,
+        date=datetime.date.today().isoformat(), python=platform.python_version(), reference=args.reference,
+        edits=summary(edits, EDIT_MEASURES, args.reference),
+        reconstructions=summary(reconstructions, ("psnr_gt",), args.reference),
+        options={m: {k: options[m][k] for k in ("cycle_schema", "cycle_reconstruct_lambda", "attribute_guidance_lambda",
+                                                 "id_lambda", "range_lambda", "weight_resolution") if k in options[m]}
+                 for m in options},
+        complete=os.path.isfile(os.path.join(edits_dir, "results.csv"))
+        and os.path.isfile(os.path.join(recon_dir, "results.csv")),
+    )
+    from guided_diffusion.atomic import atomic_write
+
+    atomic_write(args.output, json.dumps(result, indent=1) + "\n")
+    raw = os.path.splitext(args.output)[0]
+    os.makedirs(raw, exist_ok=True)
+    for name, folder in (("edits", edits_dir), ("reconstructions", recon_dir)):
+        for source in ("results.csv", "results.md"):
+            if os.path.isfile(os.path.join(folder, source)):
+                shutil.copyfile(os.path.join(folder, source), os.path.join(raw, f"{name}_{source}"))
+    print(f"wrote {args.output} and {raw}/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
