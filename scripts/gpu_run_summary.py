@@ -80,7 +80,9 @@ def markdown(summary):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from guided_diffusion.safe_paths import OneLineParser  # refusals: one `error:` line, exit 2
+
+    p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out", help="the gpu_run.sh output folder")
     p.add_argument("--device", default="cuda")
     p.add_argument("--init", default="checkpoints/diffusion.pt")

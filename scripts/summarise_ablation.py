@@ -62,7 +62,9 @@ def summary(rows, measures, reference):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from guided_diffusion.safe_paths import OneLineParser  # refusals: one `error:` line, exit 2
+
+    p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir")
     p.add_argument("--output", required=True, help="JSON file to write; the raw rows go to a folder beside it")
     p.add_argument("--reference", default="no_cycle", help="method the paired differences are taken against")
