@@ -52,7 +52,8 @@ def create_argparser():
     model.add_argument("--embedding_dim", type=int, default=128)
     model.add_argument("--input_size", type=int, default=48, help="side of the face crop the network sees")
     model.add_argument("--crop", default="0.125,0.875", help="crop start,stop as fractions of the image side")
-    model.add_argument("--dropout", type=float, default=0.2)
+    model.add_argument("--dropout", type=float, default=0.0,
+                       help="before the embedding layer (0: its BatchNorm then sees at evaluation what it saw in training)")
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--exp_dir", default=os.path.join("runs", "identity"))
     optim.add_argument("--batch_size", type=int, default=128, help="global batch, split over the processes")

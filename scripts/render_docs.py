@@ -182,6 +182,50 @@ def render_paper_procedure(root, page):
             f"weights on disk then). Transcribed from the reports:\n\n" + "\n".join(lines))
 
 
+ABLATION_LABELS = {
+    "cyclediff_s2o_paper": "step-to-origin, weights translated to 64 px (`--weight_resolution 256`: cycle 62.5)",
+    "s2o_w1000": "step-to-origin, the paper's weights as given (cycle 1000): **`--preset paper`**",
+    "s2o_w4000": "step-to-origin, cycle 4000",
+    "s2o_w16000": "step-to-origin, cycle 16000",
+    "s2o_w64000": "step-to-origin, cycle 64000",
+    "s2o_w16000_attr200": "step-to-origin, cycle 16000, attribute 200",
+    "s2o_w16000_no_id": "step-to-origin, cycle 16000, identity term off",
+    "sbs_w16000": "step-by-step, cycle 16000",
+    "no_cycle": "no cycle term (attribute and range terms only)",
+}
+
+
+def render_paper_ablation(root, page):
+    """The paper's procedure swept (scripts/paper_procedure_ablation.sh, summarised by
+    scripts/summarise_ablation.py): each configuration's edits and reconstructions, and what the
+    cycle term changes against the same procedure without it."""
+    doc = load("paper_ablation_100.json", root)
+    reference = doc["reference"]
+
+    def cell(entry, key, unit="", digits=1):
+        value = entry.get(key)
+        if value is None:
+            return "–"
+        scale = 100 if unit == " %" else 1
+        return (f"{scale * value['mean']:.{digits}f} [{scale * value['low']:.{digits}f}, "
+                f"{scale * value['high']:.{digits}f}]")
+
+    rows = []
+    for method, entry in doc["edits"].items():
+        recon = doc["reconstructions"].get(method, {})
+        rows.append([ABLATION_LABELS.get(method, method), entry["n"], cell(entry, "success", " %"),
+                     cell(entry, "preservation", " %"), cell(entry, "psnr_gt"),
+                     cell(entry, f"psnr_gt_vs_{reference}"), cell(recon, "psnr_gt")])
+    text = table(["configuration (the paper's procedure, {} steps)".format(doc["steps"]), "edits", "success (%)",
+                  "preservation (%)", "PSNR to ground truth (dB)", "PSNR vs no cycle term (dB, paired)",
+                  "reconstruction PSNR (dB)"], ["---", "---:", "---:", "---:", "---:", "---:", "---:"], rows)
+    state = "" if doc.get("complete") else " The run was cut short: configurations with fewer edits are partial."
+    raw = os.path.splitext(f"{RESULTS}/paper_ablation_100.json")[0]
+    return (f"{text}\n\nHeld-out identities of seed 1000, 95 % bootstrap intervals; each configuration keeps the "
+            f"paper preset's other settings; the identity and LPIPS terms off (no weights shipped).{state} "
+            f"`{doc['command']}` — {doc['date']}, {doc['hardware']}; rows in [{raw}]({rel(raw, page)}).")
+
+
 def render_speed(root, page):
     """From scripts/bench_edit.py's JSON (`--output docs/results/bench_edit.json`) when committed, else from
     the figure transcribed before that file existed."""
@@ -304,6 +348,7 @@ RENDERERS = {
     "edits_single": render_edits_single,
     "edits_splits": render_edits_splits,
     "paper_procedure": render_paper_procedure,
+    "paper_ablation": render_paper_ablation,
     "speed": render_speed,
     "classifier_accuracy": render_classifier_accuracy,
     "eval_classifier_accuracy": render_eval_classifier_accuracy,

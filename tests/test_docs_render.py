@@ -32,7 +32,7 @@ def test_every_renderer_is_used():
 def test_readme_results_are_rendered():
     with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
         text = f.read()
-    for name in ("edits_single", "paper_procedure", "speed"):
+    for name in ("edits_single", "paper_ablation", "speed"):
         assert f"<!-- results:{name} -->" in text
 
 

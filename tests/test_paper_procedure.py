@@ -36,7 +36,7 @@ def test_paper_preset_is_the_released_procedure_and_paper_inversion_keeps_the_in
     opts = ae.EditOptions.from_args(args)
     assert (opts.inversion, opts.sampler, opts.timestep_respacing, opts.edit_strength) == ("input", "ddpm", "", 1.0)
     assert (opts.cycle_noise, opts.step_by_step_renoise, opts.final_output) == ("fresh", "q_sample_prev", "pred_xstart")
-    assert opts.guide_reconstructions and opts.weight_resolution == 256
+    assert opts.guide_reconstructions and opts.weight_resolution == 0  # the weights as the paper gives them
     assert (opts.weights.attribute_guidance_lambda, opts.weights.cycle_reconstruct_lambda,
             opts.weights.range_lambda) == (50, 1000, 50)
     inv = ae.EditOptions.from_preset("paper_inversion")
