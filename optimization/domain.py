@@ -22,7 +22,7 @@ scored the same way, flag 4 of the 128 and none of the 102 real faces (Grace Hop
 1.36).
 
 The statistics depend on the classifier and the image size only: they are computed once (768 faces
-rendered and read: 19 s on the 2-core machine beside other jobs) and cached (`cache_dir()`), keyed by the classifier file's
+rendered and read: about 20 s on 2 CPU cores) and cached (`cache_dir()`), keyed by the classifier file's
 content.
 """
 import hashlib

@@ -1,7 +1,7 @@
 """The editor's presets: named sets of `optimization.editor.EditOptions` values (flat option names).
 
-`fast` is the default and equals a bare `EditOptions()`. How its values were chosen is in the model
-card (checkpoints/README.md, "Tuning the fast preset").
+`fast` is the default and equals a bare `EditOptions()`. How its values were chosen, with the
+measurements: docs/development.md.
 """
 
 # Few respaced DDPM steps from the exact edit-friendly inversion, the step-by-step cycle against

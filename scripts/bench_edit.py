@@ -93,7 +93,8 @@ from optimization.editor import AttributeEditor, EditOptions  # noqa: E402
 from optimization.queries import query_from_indices  # noqa: E402
 from preprocess.classifier import AttributeClassifier  # noqa: E402
 
-# Seconds per 64 px edit on 2 CPU cores, measured (README): what the start-up line's estimate scales.
+# Seconds per 64 px edit on 2 CPU cores, rounded up from this script's measurements: what the
+# start-up line's estimate scales.
 CPU_SECONDS_PER_EDIT = {"fast": 3.0, "paper": 515.0}
 
 # The embedded default's model config, used for --random runs.

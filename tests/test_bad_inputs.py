@@ -1,4 +1,4 @@
-"""Bad inputs across the command-line tools (issue 24): each is refused with one `error: ...` line on
+"""Bad inputs across the command-line tools: each is refused with one `error: ...` line on
 stderr and exit status 2, and the folder it ran in is unchanged byte for byte afterwards (nothing lost,
 nothing half-written, no log or temporary left behind).
 

@@ -1,4 +1,4 @@
-"""`python main.py` never gives a silent wrong result (issue 17): every bad input is one `error:` line
+"""`python main.py` never gives a silent wrong result: every bad input is one `error:` line
 with exit status 2, found before any model loads and before anything is written; every edit's report
 says what was edited, judges it with a margin by both classifiers, and warns when the result cannot be
 trusted (a destroyed image, a diverged guidance, an input unlike the training faces).
@@ -313,7 +313,7 @@ def test_outputs_are_named_by_the_edit_and_kept_across_runs(models, tmp_path, ca
 
 
 def test_rerun_with_other_settings_keeps_the_earlier_edit(models, tmp_path, capsys):
-    """Issue 24: another model or preset on the same face and attribute must not replace the earlier set."""
+    """Another model or preset on the same face and attribute must not replace the earlier set."""
     out = tmp_path / "out"
     rc, _, err, _ = run_cli(capsys, base_args(models, out) + ["--image_index", "1"])
     assert rc == 0, err
