@@ -3,7 +3,7 @@ Train a face-identity network on synthetic people with ArcFace's margin loss, or
 
 Training data: a synthetic dataset with several views per person,
     python preprocess/make_synthetic_dataset.py --out runs/data/people64_s0 --num_images 30000 \
-        --views_per_person 12 --seed 0 --attributes independent
+        --views_per_person 6 --seed 0 --attributes celeba
 (each person under independently drawn attributes, pose, light, background and clothes). Then
     python preprocess/identity_train.py --data_dir runs/data/people64_s0 --exp_dir runs/identity
 trains one class per person (`mpiexec -n K ...` or --nprocs K runs K data-parallel processes;
@@ -57,7 +57,7 @@ def create_argparser():
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--exp_dir", default=os.path.join("runs", "identity"))
     optim.add_argument("--batch_size", type=int, default=128, help="global batch, split over the processes")
-    optim.add_argument("--max_steps", type=int, default=2500)
+    optim.add_argument("--max_steps", type=int, default=3000)
     optim.add_argument("--learning_rate", type=float, default=2e-3)
     optim.add_argument("--weight_decay", type=float, default=5e-4)
     optim.add_argument("--margin", type=float, default=0.5, help="ArcFace's additive angular margin m")
