@@ -40,6 +40,20 @@ def report_input_error(exc, stream=None):
     return 2
 
 
+INPUT_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError)
+
+
+def parse_checked(parser, check, argv=None, errors=INPUT_ERRORS):
+    """``parser.parse_args(argv)``, then ``check(args)``: an input error it raises is one ``error:``
+    line (said once under mpiexec) and exit status 2. Returns the args."""
+    args = parser.parse_args(argv)
+    try:
+        check(args)
+    except errors as err:
+        sys.exit(report_input_error(err))
+    return args
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse whose refusals are one `error: ...` line and exit status 2 (no usage block), printed
     once under mpiexec; --help is unchanged."""

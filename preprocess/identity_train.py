@@ -32,7 +32,7 @@ import time
 
 # Torch-free: the flags are parsed and checked before torch is imported (see the end of this block).
 from guided_diffusion.image_files import numbered_image_files
-from guided_diffusion.safe_paths import OneLineParser, check_not_below_file, check_output_file, report_input_error
+from guided_diffusion.safe_paths import OneLineParser, parse_checked, check_not_below_file, check_output_file, report_input_error
 from preprocess.attributes import ATTRIBUTE_NAMES, EDITABLE_ATTRIBUTES
 from preprocess.synthetic_faces import read_identities, render
 
@@ -120,14 +120,8 @@ def check_flags(args):
 
 
 def parse_and_check(argv=None):
-    """The parsed flags, after check_flags; an input error is one `error:` line (said once under
-    mpiexec) and exit status 2."""
-    args = create_argparser().parse_args(argv)
-    try:
-        check_flags(args)
-    except INPUT_ERRORS as err:
-        sys.exit(report_input_error(err))
-    return args
+    """The parsed flags, after check_flags: an input error is one `error:` line, exit status 2."""
+    return parse_checked(create_argparser(), check_flags, argv)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ import time
 
 # Torch-free: the flags are parsed and checked before torch is imported (torch and the training
 # loop are imported at the end of this file, after the early parse of a command-line run).
-from guided_diffusion.safe_paths import OneLineParser, report_input_error
+from guided_diffusion.safe_paths import OneLineParser, parse_checked, report_input_error
 from guided_diffusion.script_util import (
     add_dict_to_argparser,
     args_to_dict,
@@ -56,13 +56,8 @@ def check_flags(args):
 
 
 def parse_and_check(argv=None):
-    """The parsed flags; a bad one is one `error:` line and exit status 2, before torch is imported."""
-    args = create_argparser().parse_args(argv)
-    try:
-        check_flags(args)
-    except ValueError as exc:
-        sys.exit(report_input_error(exc))
-    return args
+    """The parsed flags, after check_flags: an input error is one `error:` line, exit status 2."""
+    return parse_checked(create_argparser(), check_flags, argv)
 
 
 def _batch(args, device, memory_format):

@@ -58,7 +58,7 @@ import os
 import sys
 
 # Torch-free: the flags are parsed and checked before torch is imported (see the end of this block).
-from guided_diffusion.safe_paths import OneLineParser, check_reusable_folder, report_input_error
+from guided_diffusion.safe_paths import OneLineParser, parse_checked, check_reusable_folder, report_input_error
 from optimization import evaluation as ev
 from optimization.arguments import DEFAULT_CLASSIFIER_PATH, DEFAULT_MODEL_PATH, REPO_ROOT
 from optimization.queries import check_attribute_index
@@ -230,12 +230,8 @@ def check_flags(args, real):
 def parse_and_check(argv=None):
     """The parsed flags, after check_flags; an input error is one `error:` line (said once under
     mpiexec) and exit status 2."""
-    args = build_parser().parse_args(argv)
-    try:
-        check_flags(args, args.dataset_dir is not None)
-    except INPUT_ERRORS as e:
-        sys.exit(report_input_error(e))
-    return args
+    return parse_checked(build_parser(), lambda args: check_flags(args, args.dataset_dir is not None), argv,
+                         INPUT_ERRORS)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import os
 import sys
 
 # Torch-free: the flags are parsed and checked before torch is imported (see the end of this block).
-from guided_diffusion.safe_paths import InputError, OneLineParser, check_not_below_file, report_input_error
+from guided_diffusion.safe_paths import InputError, OneLineParser, parse_checked, check_not_below_file, report_input_error
 from optimization.arguments import DEFAULT_CLASSIFIER_PATH, DEFAULT_MODEL_PATH, PRESETS
 from optimization.options import EditOptions
 
@@ -61,13 +61,8 @@ def check_flags(args):
 
 
 def parse_and_check(argv=None):
-    """The parsed flags, after check_flags; an input error is one `error:` line and exit status 2."""
-    args = build_parser().parse_args(argv)
-    try:
-        check_flags(args)
-    except (ValueError, FileNotFoundError) as e:
-        sys.exit(report_input_error(e))
-    return args
+    """The parsed flags, after check_flags: an input error is one `error:` line, exit status 2."""
+    return parse_checked(build_parser(), check_flags, argv)
 
 
 if __name__ == "__main__":
