@@ -429,16 +429,16 @@ class _Logits(nn.Module):
         return self.classifier.logits(x)
 
 
-def checkpoint_paths(exp_dir):
-    """Resumable checkpoints in exp_dir, sorted by step: list of (step, path)."""
+def checkpoint_paths(exp_dir, prefix=CHECKPOINT_PREFIX):
+    """Resumable checkpoints (exp_dir/checkpoints/<prefix>NNNNNN.pt), sorted by step: list of (step, path)."""
     directory = os.path.join(exp_dir, CHECKPOINT_DIR)
     if not os.path.isdir(directory):
         return []
     found = []
     for name in os.listdir(directory):
         stem, ext = os.path.splitext(name)
-        if ext == ".pt" and stem.startswith(CHECKPOINT_PREFIX) and stem[len(CHECKPOINT_PREFIX):].isdigit():
-            found.append((int(stem[len(CHECKPOINT_PREFIX):]), os.path.join(directory, name)))
+        if ext == ".pt" and stem.startswith(prefix) and stem[len(prefix):].isdigit():
+            found.append((int(stem[len(prefix):]), os.path.join(directory, name)))
     return sorted(found)
 
 

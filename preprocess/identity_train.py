@@ -137,6 +137,7 @@ from tqdm import tqdm  # noqa: E402
 
 from guided_diffusion.atomic import atomic_torch_save, atomic_write  # noqa: E402
 from guided_diffusion.mpi_launch import local_rank_and_size, mpi_world  # noqa: E402
+from preprocess.encoder_train import checkpoint_paths as encoder_checkpoint_paths  # noqa: E402
 from preprocess.encoder_train import (  # noqa: E402
     _stream_seed,
     cosine_schedule,
@@ -336,15 +337,7 @@ def plot_similarities(result, path, title):
 
 def checkpoint_paths(exp_dir):
     """Resumable checkpoints in exp_dir, sorted by step: list of (step, path)."""
-    directory = os.path.join(exp_dir, CHECKPOINT_DIR)
-    if not os.path.isdir(directory):
-        return []
-    found = []
-    for name in os.listdir(directory):
-        stem, ext = os.path.splitext(name)
-        if ext == ".pt" and stem.startswith(CHECKPOINT_PREFIX) and stem[len(CHECKPOINT_PREFIX):].isdigit():
-            found.append((int(stem[len(CHECKPOINT_PREFIX):]), os.path.join(directory, name)))
-    return sorted(found)
+    return encoder_checkpoint_paths(exp_dir, CHECKPOINT_PREFIX)
 
 
 # A resumed run must be the same run: same model, same people, same optimisation.
