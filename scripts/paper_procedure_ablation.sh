@@ -19,7 +19,8 @@ nproc=${3:-2}
 
 # weight_resolution=0: the weights as the paper gives them for 256 px (no translation to 64 px).
 untranslated="weight_resolution=0"
-VARIANTS="s2o_w1000=cyclediff_s2o_paper:$untranslated"
+VARIANTS="s2o_translated=cyclediff_s2o_paper:weight_resolution=256"
+VARIANTS+=";s2o_w1000=cyclediff_s2o_paper:$untranslated"
 VARIANTS+=";s2o_w4000=cyclediff_s2o_paper:$untranslated,cycle_reconstruct_lambda=4000"
 VARIANTS+=";s2o_w16000=cyclediff_s2o_paper:$untranslated,cycle_reconstruct_lambda=16000"
 VARIANTS+=";s2o_w64000=cyclediff_s2o_paper:$untranslated,cycle_reconstruct_lambda=64000"
@@ -27,9 +28,9 @@ VARIANTS+=";s2o_w16000_attr200=cyclediff_s2o_paper:$untranslated,cycle_reconstru
 VARIANTS+=";s2o_w16000_no_id=cyclediff_s2o_paper:$untranslated,cycle_reconstruct_lambda=16000,id_lambda=0"
 VARIANTS+=";sbs_w16000=cyclediff_sbs_paper:$untranslated,cycle_reconstruct_lambda=16000"
 VARIANTS+=";no_cycle=cyclediff_s2o_paper:$untranslated,cycle_schema=none,cycle_reconstruct_lambda=0"
-# Most telling first: the preset as it is, the paper's numbers, the cycle term off, the sweep.
+# Most telling first: the weights translated to 64 px, as given (the preset), the cycle term off, the sweep.
 # METHODS=... (a comma list of these names) runs a subset.
-METHODS=${METHODS:-cyclediff_s2o_paper,s2o_w1000,no_cycle,s2o_w16000,s2o_w4000,s2o_w64000,s2o_w16000_no_id,s2o_w16000_attr200,sbs_w16000}
+METHODS=${METHODS:-s2o_translated,s2o_w1000,no_cycle,s2o_w16000,s2o_w4000,s2o_w64000,s2o_w16000_no_id,s2o_w16000_attr200,sbs_w16000}
 
 run() {
     OMP_NUM_THREADS=1 mpiexec -n "$nproc" python scripts/evaluate_edits.py --paper_steps "$steps" \

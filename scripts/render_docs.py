@@ -182,17 +182,23 @@ def render_paper_procedure(root, page):
             f"weights on disk then). Transcribed from the reports:\n\n" + "\n".join(lines))
 
 
-ABLATION_LABELS = {
-    "cyclediff_s2o_paper": "step-to-origin, weights translated to 64 px (`--weight_resolution 256`: cycle 62.5)",
-    "s2o_w1000": "step-to-origin, the paper's weights as given (cycle 1000): **`--preset paper`**",
-    "s2o_w4000": "step-to-origin, cycle 4000",
-    "s2o_w16000": "step-to-origin, cycle 16000",
-    "s2o_w64000": "step-to-origin, cycle 64000",
-    "s2o_w16000_attr200": "step-to-origin, cycle 16000, attribute 200",
-    "s2o_w16000_no_id": "step-to-origin, cycle 16000, identity term off",
-    "sbs_w16000": "step-by-step, cycle 16000",
-    "no_cycle": "no cycle term (attribute and range terms only)",
-}
+def ablation_label(options):
+    """A configuration of the paper's procedure named by its recorded options (what sets it apart)."""
+    schema = {"step_to_origin": "step-to-origin", "step_by_step": "step-by-step"}.get(options["cycle_schema"])
+    if schema is None or not options["cycle_reconstruct_lambda"]:
+        return "no cycle term (attribute and range terms only)"
+    weight = options["cycle_reconstruct_lambda"]
+    side = options.get("weight_resolution") or 0
+    label = f"{schema}, cycle {weight:g}"
+    if side:
+        label += f" translated from {side} px to 64 px ({weight * (64 / side) ** 2:g}, `--weight_resolution {side}`)"
+    if options.get("attribute_guidance_lambda", 50) != 50:
+        label += f", attribute {options['attribute_guidance_lambda']:g}"
+    if options.get("id_lambda"):
+        label += f", identity {options['id_lambda']:g}"
+    if (schema, weight, side, options.get("attribute_guidance_lambda")) == ("step-to-origin", 1000, 0, 50):
+        label += ": **`--preset paper`**"
+    return label
 
 
 def render_paper_ablation(root, page):
@@ -213,7 +219,7 @@ def render_paper_ablation(root, page):
     rows = []
     for method, entry in doc["edits"].items():
         recon = doc["reconstructions"].get(method, {})
-        rows.append([ABLATION_LABELS.get(method, method), entry["n"], cell(entry, "success", " %"),
+        rows.append([ablation_label(doc["options"][method]), entry["n"], cell(entry, "success", " %"),
                      cell(entry, "preservation", " %"), cell(entry, "psnr_gt"),
                      cell(entry, f"psnr_gt_vs_{reference}"), cell(recon, "psnr_gt")])
     text = table(["configuration (the paper's procedure, {} steps)".format(doc["steps"]), "edits", "success (%)",
