@@ -201,11 +201,15 @@ def ablation_label(options):
     return label
 
 
-def render_paper_ablation(root, page):
+def paper_ablation_renderer(name):
+    return lambda root, page: render_paper_ablation(root, page, name)
+
+
+def render_paper_ablation(root, page, name="paper_ablation_100.json"):
     """The paper's procedure swept (scripts/paper_procedure_ablation.sh, summarised by
     scripts/summarise_ablation.py): each configuration's edits and reconstructions, and what the
     cycle term changes against the same procedure without it."""
-    doc = load("paper_ablation_100.json", root)
+    doc = load(name, root)
     reference = doc["reference"]
 
     def cell(entry, key, unit="", digits=1):
@@ -226,7 +230,7 @@ def render_paper_ablation(root, page):
                   "preservation (%)", "PSNR to ground truth (dB)", "PSNR vs no cycle term (dB, paired)",
                   "reconstruction PSNR (dB)"], ["---", "---:", "---:", "---:", "---:", "---:", "---:"], rows)
     state = "" if doc.get("complete") else " The run was cut short: configurations with fewer edits are partial."
-    raw = os.path.splitext(f"{RESULTS}/paper_ablation_100.json")[0]
+    raw = os.path.splitext(f"{RESULTS}/{name}")[0]
     return (f"{text}\n\nHeld-out identities of seed 1000, 95 % bootstrap intervals; each configuration keeps the "
             f"paper preset's other settings; the identity and LPIPS terms off (no weights shipped).{state} "
             f"`{doc['command']}` — {doc['date']}, {doc['hardware']}; rows in [{raw}]({rel(raw, page)}).")
@@ -354,7 +358,8 @@ RENDERERS = {
     "edits_single": render_edits_single,
     "edits_splits": render_edits_splits,
     "paper_procedure": render_paper_procedure,
-    "paper_ablation": render_paper_ablation,
+    "paper_ablation": paper_ablation_renderer("paper_ablation_100.json"),
+    "paper_ablation_250": paper_ablation_renderer("paper_ablation_250.json"),
     "speed": render_speed,
     "classifier_accuracy": render_classifier_accuracy,
     "eval_classifier_accuracy": render_eval_classifier_accuracy,
