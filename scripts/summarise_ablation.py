@@ -91,7 +91,7 @@ def main(argv=None):
                                                  "id_lambda", "range_lambda", "weight_resolution") if k in options[m]}
                  for m in options},
         complete=os.path.isfile(os.path.join(edits_dir, "results.csv"))
-        and os.path.isfile(os.path.join(recon_dir, "results.csv")),
+        and (not os.path.isdir(recon_dir) or os.path.isfile(os.path.join(recon_dir, "results.csv"))),
     )
     from guided_diffusion.atomic import atomic_write
 
