@@ -231,7 +231,7 @@ def render_paper_ablation(root, page, name="paper_ablation_100.json"):
                   "reconstruction PSNR (dB)"], ["---", "---:", "---:", "---:", "---:", "---:", "---:"], rows)
     state = "" if doc.get("complete") else " The run was cut short: configurations with fewer edits are partial."
     raw = os.path.splitext(f"{RESULTS}/{name}")[0]
-    return (f"{text}\n\nHeld-out identities of seed 1000, 95 % bootstrap intervals; each configuration keeps the "
+    return (f"{text}\n\nHeld-out identities of seed {doc.get('seed', 1000)}, 95 % bootstrap intervals; each configuration keeps the "
             f"paper preset's other settings; the identity and LPIPS terms off (no weights shipped).{state} "
             f"`{doc['command']}` — {doc['date']}, {doc['hardware']}; rows in [{raw}]({rel(raw, page)}).")
 
@@ -360,6 +360,7 @@ RENDERERS = {
     "paper_procedure": render_paper_procedure,
     "paper_ablation": paper_ablation_renderer("paper_ablation_100.json"),
     "paper_ablation_250": paper_ablation_renderer("paper_ablation_250.json"),
+    "paper_250_seed1003": paper_ablation_renderer("paper_250_seed1003.json"),
     "speed": render_speed,
     "classifier_accuracy": render_classifier_accuracy,
     "eval_classifier_accuracy": render_eval_classifier_accuracy,

@@ -79,11 +79,12 @@ def main(argv=None):
     edits = read_rows(edits_dir)
     reconstructions = read_rows(recon_dir) if os.path.isdir(recon_dir) else []
     with open(os.path.join(edits_dir, "run.json")) as f:
-        options = json.load(f).get("method_options", {})
+        run = json.load(f)
+    options = run.get("method_options", {})
     result = dict(
-        description="The paper's procedure on the shipped models: 14 held-out edits (seed 1000, one identity per "
-                    "editable attribute and direction) and 4 reconstructions per configuration.",
-        steps=args.steps, command=args.command, hardware=args.hardware,
+        description="The paper's procedure on the shipped models: held-out edits and reconstructions per "
+                    "configuration.",
+        steps=args.steps, seed=run.get("inputs"), command=args.command, hardware=args.hardware,
         date=datetime.date.today().isoformat(), python=platform.python_version(), reference=args.reference,
         edits=summary(edits, EDIT_MEASURES, args.reference),
         reconstructions=summary(reconstructions, ("psnr_gt",), args.reference),
