@@ -12,7 +12,6 @@ procedure without the cycle term. The raw rows are copied beside the JSON (a fol
 name) so the numbers can be recomputed. scripts/render_docs.py renders the README's table from it.
 """
 import argparse
-import csv
 import datetime
 import json
 import math
