@@ -52,46 +52,39 @@ def export_diffusion(src, out_dir):
     _report(dst)
 
 
-def export_classifier(src, dst):
+def _write_checked(model, payload, load, src, dst, what):
+    """Write `payload` (the half-precision checkpoint of `model`) to dst atomically: the file replaces
+    dst only once `load` reads it back and it agrees with the float32 original."""
     import torch
 
+    def write_and_check(tmp):
+        torch.save(payload, tmp)
+        check = load(tmp)
+        x = torch.rand(4, 3, 64, 64) * 2 - 1
+        with torch.no_grad():
+            err = (check(x) - model(x)).abs().max().item()
+        if err > 1e-2:
+            raise ValueError(f"half-precision {what} differs from {src} by {err:.3g}")
+
+    atomic_write(dst, write_and_check)
+    _report(dst)
+
+
+def export_classifier(src, dst):
     from preprocess.classifier import load_classifier
 
     model = load_classifier(src)
-
-    def write_and_check(tmp):  # the file replaces dst only once it loads and agrees with the original
-        torch.save({"state_dict": _half(model.state_dict()), "opts": model.opts}, tmp)
-        check = load_classifier(tmp)
-        x = torch.rand(4, 3, 64, 64) * 2 - 1
-        with torch.no_grad():
-            err = (check(x) - model(x)).abs().max().item()
-        if err > 1e-2:
-            raise ValueError(f"half-precision classifier differs from {src} by {err:.3g}")
-
-    atomic_write(dst, write_and_check)
-    _report(dst)
+    _write_checked(model, {"state_dict": _half(model.state_dict()), "opts": model.opts}, load_classifier, src, dst,
+                   "classifier")
 
 
 def export_identity(src, dst):
-    import torch
-
     from preprocess.identity import CHECKPOINT_KIND, load_identity_net, read_identity_checkpoint
 
     model = load_identity_net(src)
-    run = read_identity_checkpoint(src).get("run")
-
-    def write_and_check(tmp):  # as for the classifiers: replaced only once it loads and agrees
-        torch.save({"kind": CHECKPOINT_KIND, "state_dict": _half(model.state_dict()), "opts": model.opts, "run": run},
-                   tmp)
-        check = load_identity_net(tmp)
-        x = torch.rand(4, 3, 64, 64) * 2 - 1
-        with torch.no_grad():
-            err = (check(x) - model(x)).abs().max().item()
-        if err > 1e-2:
-            raise ValueError(f"half-precision identity network differs from {src} by {err:.3g}")
-
-    atomic_write(dst, write_and_check)
-    _report(dst)
+    payload = {"kind": CHECKPOINT_KIND, "state_dict": _half(model.state_dict()), "opts": model.opts,
+               "run": read_identity_checkpoint(src).get("run")}
+    _write_checked(model, payload, load_identity_net, src, dst, "identity network")
 
 
 def _is_checkpoint(path):
