@@ -136,6 +136,7 @@ import torch.nn.functional as F  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from guided_diffusion.atomic import atomic_torch_save, atomic_write  # noqa: E402
+from guided_diffusion.machine import machine_line  # noqa: E402
 from guided_diffusion.mpi_launch import local_rank_and_size, mpi_world  # noqa: E402
 from preprocess.encoder_train import checkpoint_paths as encoder_checkpoint_paths  # noqa: E402
 from preprocess.encoder_train import (  # noqa: E402
@@ -573,7 +574,11 @@ def run_evaluation(args):
     for name, value in summary["attribute_flip_by_attribute"].items():
         print(f"    {name:<22}{value:.4f}")
     print(f"cosine, different people:        {summary['mean_different_people']:.4f}")
-    report = dict(checkpoint=args.evaluate, data_dir=args.data_dir, summary=summary, distributions=result)
+    # Four decimals keep the committed distributions small; the summary is computed before rounding.
+    distributions = {k: [round(v, 4) for v in vals] if isinstance(vals, list) and vals and isinstance(vals[0], float)
+                     else vals for k, vals in result.items()}
+    report = dict(checkpoint=args.evaluate, data_dir=args.data_dir, date=time.strftime("%Y-%m-%d"),
+                  hardware=machine_line(device), summary=summary, distributions=distributions)
     if args.output:
         atomic_write(args.output, json.dumps(report) + "\n")
         print(f"wrote {args.output}")

@@ -84,6 +84,7 @@ if __name__ == "__main__":
 import torch  # noqa: E402
 
 from guided_diffusion.atomic import atomic_write  # noqa: E402
+from guided_diffusion.machine import machine_line  # noqa: E402
 from guided_diffusion.script_util import (  # noqa: E402
     create_model_and_diffusion,
     model_and_diffusion_defaults,
@@ -352,17 +353,6 @@ def announce(args, sizes):
     return f"{what}; about {total / 60:.0f} min on 2 CPU cores" if total >= 90 else f"{what}; about {total:.0f} s on 2 CPU cores"
 
 
-def hardware(device):
-    """One line naming the machine the figures were taken on."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    model = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        with open("/proc/cpuinfo") as f:
-            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
-    return f"{model}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads"
-
-
 def _fmt(value, spec):
     return "–" if value is None else format(value, spec)
 
@@ -393,7 +383,7 @@ def main(argv=None, args=None):
     use_random = args.random or not os.path.isfile(args.model_path)
     device = torch.device(args.device)
     measure_components = args.components if args.components is not None else device.type != "cuda"
-    where = hardware(device)
+    where = machine_line(device)
     print(f"torch {torch.__version__}, {where}, "
           f"{'random-weight models' if use_random else args.model_path}")
     sizes = [int(s) for s in args.resolutions.split(",")] if use_random else [None]

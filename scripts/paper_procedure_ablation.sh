@@ -21,6 +21,8 @@ nproc=${3:-2}
 untranslated="weight_resolution=0"
 VARIANTS="s2o_translated=cyclediff_s2o_paper:weight_resolution=256"
 VARIANTS+=";s2o_w1000=cyclediff_s2o_paper:$untranslated"
+VARIANTS+=";s2o_w1000_no_id=cyclediff_s2o_paper:$untranslated,id_lambda=0"
+VARIANTS+=";s2o_w1000_id2000=cyclediff_s2o_paper:$untranslated,id_lambda=2000"
 VARIANTS+=";s2o_w4000=cyclediff_s2o_paper:$untranslated,cycle_reconstruct_lambda=4000"
 VARIANTS+=";s2o_w16000=cyclediff_s2o_paper:$untranslated,cycle_reconstruct_lambda=16000"
 VARIANTS+=";s2o_w64000=cyclediff_s2o_paper:$untranslated,cycle_reconstruct_lambda=64000"
@@ -28,9 +30,11 @@ VARIANTS+=";s2o_w16000_attr200=cyclediff_s2o_paper:$untranslated,cycle_reconstru
 VARIANTS+=";s2o_w16000_no_id=cyclediff_s2o_paper:$untranslated,cycle_reconstruct_lambda=16000,id_lambda=0"
 VARIANTS+=";sbs_w16000=cyclediff_sbs_paper:$untranslated,cycle_reconstruct_lambda=16000"
 VARIANTS+=";no_cycle=cyclediff_s2o_paper:$untranslated,cycle_schema=none,cycle_reconstruct_lambda=0"
-# Most telling first: the weights translated to 64 px, as given (the preset), the cycle term off, the sweep.
+VARIANTS+=";no_cycle_no_id=cyclediff_s2o_paper:$untranslated,cycle_schema=none,cycle_reconstruct_lambda=0,id_lambda=0"
+# The identity term (id_lambda) acts where checkpoints/identity.pt (or --identity_net) is on disk.
+# Most telling first: the preset with and without its identity term, the cycle term off, the sweep.
 # METHODS=... (a comma list of these names) runs a subset.
-METHODS=${METHODS:-s2o_translated,s2o_w1000,no_cycle,s2o_w16000,s2o_w4000,s2o_w64000,s2o_w16000_no_id,s2o_w16000_attr200,sbs_w16000}
+METHODS=${METHODS:-s2o_w1000,s2o_w1000_no_id,no_cycle,s2o_w16000,s2o_w16000_no_id,s2o_translated,s2o_w4000,s2o_w64000,s2o_w16000_attr200,sbs_w16000}
 
 run() {
     OMP_NUM_THREADS=1 mpiexec -n "$nproc" python scripts/evaluate_edits.py --paper_steps "$steps" \

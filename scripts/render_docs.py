@@ -182,8 +182,9 @@ def render_paper_procedure(root, page):
             f"weights on disk then). Transcribed from the reports:\n\n" + "\n".join(lines))
 
 
-def ablation_label(options):
-    """A configuration of the paper's procedure named by its recorded options (what sets it apart)."""
+def ablation_label(options, identity_active=False):
+    """A configuration of the paper's procedure named by its recorded options (what sets it apart);
+    the identity weight is named only where its network was loaded (`identity_active`)."""
     schema = {"step_to_origin": "step-to-origin", "step_by_step": "step-by-step"}.get(options["cycle_schema"])
     if schema is None or not options["cycle_reconstruct_lambda"]:
         return "no cycle term (attribute and range terms only)"
@@ -194,9 +195,10 @@ def ablation_label(options):
         label += f" translated from {side} px to 64 px ({weight * (64 / side) ** 2:g}, `--weight_resolution {side}`)"
     if options.get("attribute_guidance_lambda", 50) != 50:
         label += f", attribute {options['attribute_guidance_lambda']:g}"
-    if options.get("id_lambda"):
-        label += f", identity {options['id_lambda']:g}"
-    if (schema, weight, side, options.get("attribute_guidance_lambda")) == ("step-to-origin", 1000, 0, 50):
+    if identity_active:
+        label += f", identity {options['id_lambda']:g}" if options.get("id_lambda") else ", no identity term"
+    if (schema, weight, side, options.get("attribute_guidance_lambda")) == ("step-to-origin", 1000, 0, 50) and \
+            (options.get("id_lambda") or not identity_active):
         label += ": **`--preset paper`**"
     return label
 
@@ -220,19 +222,32 @@ def render_paper_ablation(root, page, name="paper_ablation_100.json"):
         return (f"{scale * value['mean']:.{digits}f} [{scale * value['low']:.{digits}f}, "
                 f"{scale * value['high']:.{digits}f}]")
 
+    identity_active = doc.get("identity_guidance", False)
+    scored = doc.get("identity_scored", False)
     rows = []
     for method, entry in doc["edits"].items():
         recon = doc["reconstructions"].get(method, {})
-        rows.append([ablation_label(doc["options"][method]), entry["n"], cell(entry, "success", " %"),
-                     cell(entry, "preservation", " %"), cell(entry, "psnr_gt"),
-                     cell(entry, f"psnr_gt_vs_{reference}"), cell(recon, "psnr_gt")])
-    text = table(["configuration (the paper's procedure, {} steps)".format(doc["steps"]), "edits", "success (%)",
-                  "preservation (%)", "PSNR to ground truth (dB)", "PSNR vs no cycle term (dB, paired)",
-                  "reconstruction PSNR (dB)"], ["---", "---:", "---:", "---:", "---:", "---:", "---:"], rows)
+        row = [ablation_label(doc["options"][method], identity_active), entry["n"], cell(entry, "success", " %"),
+               cell(entry, "preservation", " %"), cell(entry, "psnr_gt"), cell(entry, f"psnr_gt_vs_{reference}")]
+        if scored:
+            row += [cell(entry, "identity_input", digits=3), cell(entry, f"identity_input_vs_{reference}", digits=3)]
+        rows.append(row + [cell(recon, "psnr_gt")])
+    header = ["configuration (the paper's procedure, {} steps)".format(doc["steps"]), "edits", "success (%)",
+              "preservation (%)", "PSNR to ground truth (dB)", "PSNR vs no cycle term (dB, paired)"]
+    if scored:
+        header += ["identity similarity to the input", "identity vs no cycle term (paired)"]
+    header.append("reconstruction PSNR (dB)")
+    text = table(header, ["---"] + ["---:"] * (len(header) - 1), rows)
     state = "" if doc.get("complete") else " The run was cut short: configurations with fewer edits are partial."
     raw = os.path.splitext(f"{RESULTS}/{name}")[0]
+    terms = ("the identity term uses the shipped identity network (`checkpoints/identity.pt`) where its weight is "
+             "set; LPIPS off (no AlexNet weights on disk)" if identity_active
+             else "the identity and LPIPS terms off (no weights on disk when it ran)")
+    if scored:
+        terms += ("; identity similarity: cosine of the evaluation identity network's embeddings "
+                  "(`checkpoints/eval_identity.pt`, trained on other people)")
     return (f"{text}\n\nHeld-out identities of seed {doc.get('seed', 1000)}, 95 % bootstrap intervals; each configuration keeps the "
-            f"paper preset's other settings; the identity and LPIPS terms off (no weights shipped).{state} "
+            f"paper preset's other settings; {terms}.{state} "
             f"`{doc['command']}` — {doc['date']}, {doc['hardware']}; rows in [{raw}]({rel(raw, page)}).")
 
 

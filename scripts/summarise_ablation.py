@@ -90,6 +90,9 @@ def main(argv=None):
         options={m: {k: options[m][k] for k in ("cycle_schema", "cycle_reconstruct_lambda", "attribute_guidance_lambda",
                                                  "id_lambda", "range_lambda", "weight_resolution") if k in options[m]}
                  for m in options},
+        # Which optional terms had their networks loaded (a configured weight without one does nothing).
+        identity_guidance=bool(run.get("identity_guidance")), lpips_guidance=bool(run.get("lpips_guidance")),
+        identity_scored=bool(run.get("eval_identity_net")),
         complete=os.path.isfile(os.path.join(edits_dir, "results.csv"))
         and (not os.path.isdir(recon_dir) or os.path.isfile(os.path.join(recon_dir, "results.csv"))),
     )
