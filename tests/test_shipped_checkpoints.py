@@ -41,3 +41,41 @@ def test_shipped_diffusion_model_runs_a_short_edit():
         "fast", timestep_respacing="25", edit_strength=0.2, cycle_reconstruct_lambda=0.0,
         attribute_guidance_lambda=0.0, range_lambda=0.0))
     assert float(ae.metrics.psnr(recon.images, x)[0]) > 40
+
+
+IDENTITY_PATHS = [os.path.join(ROOT, "checkpoints", n) for n in ("identity.pt", "eval_identity.pt")]
+
+
+@pytest.mark.parametrize("path", IDENTITY_PATHS)
+def test_shipped_identity_networks_tell_an_edit_from_another_person(path):
+    """On held-out people: a face and the same face with glasses or a smile added are closer than
+    two different people, for every one of 8 faces; the id term's loss orders them the same way."""
+    _require(path)
+    from preprocess.identity import IdentityLoss, load_identity_net
+    from preprocess.synthetic_faces import example_face, render
+    from optimization.image_io import to_tensor
+
+    net = load_identity_net(path)
+    faces, edits = [], []
+    for i in range(8):
+        identity, attributes = example_face(1000, i)
+        edited = list(attributes)
+        for k in (9, 15):
+            edited[k] = 1
+        faces.append(to_tensor(render(identity, list(attributes), 64)))
+        edits.append(to_tensor(render(identity, edited, 64)))
+    faces, edits = torch.cat(faces), torch.cat(edits)
+    with torch.no_grad():
+        e, f = net(edits), net(faces)
+        same = (e * f).sum(1)
+        other = (f * f.roll(1, 0)).sum(1)
+        loss = IdentityLoss(net)
+        assert (loss(edits, faces) < loss(faces.roll(1, 0), faces)).all()
+    assert (same > other).all(), f"{path}: same {same.tolist()} other {other.tolist()}"
+    assert float(same.mean()) > 0.8 and float(other.mean()) < 0.4
+
+
+def test_shipped_checkpoints_fit_the_budget():
+    total = sum(os.path.getsize(os.path.join(ROOT, "checkpoints", n))
+                for n in os.listdir(os.path.join(ROOT, "checkpoints")) if n.endswith(".pt"))
+    assert total <= 40 * 10**6, f"checkpoints/*.pt: {total / 1e6:.1f} MB, over the 40 MB budget"
