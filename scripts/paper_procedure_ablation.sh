@@ -28,6 +28,7 @@ VARIANTS+=";s2o_w16000=cyclediff_s2o_paper:$untranslated,cycle_reconstruct_lambd
 VARIANTS+=";s2o_w64000=cyclediff_s2o_paper:$untranslated,cycle_reconstruct_lambda=64000"
 VARIANTS+=";s2o_w16000_attr200=cyclediff_s2o_paper:$untranslated,cycle_reconstruct_lambda=16000,attribute_guidance_lambda=200"
 VARIANTS+=";s2o_w16000_no_id=cyclediff_s2o_paper:$untranslated,cycle_reconstruct_lambda=16000,id_lambda=0"
+VARIANTS+=";s2o_w16000_id2000=cyclediff_s2o_paper:$untranslated,cycle_reconstruct_lambda=16000,id_lambda=2000"
 VARIANTS+=";sbs_w16000=cyclediff_sbs_paper:$untranslated,cycle_reconstruct_lambda=16000"
 VARIANTS+=";no_cycle=cyclediff_s2o_paper:$untranslated,cycle_schema=none,cycle_reconstruct_lambda=0"
 VARIANTS+=";no_cycle_no_id=cyclediff_s2o_paper:$untranslated,cycle_schema=none,cycle_reconstruct_lambda=0,id_lambda=0"
