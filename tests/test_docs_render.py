@@ -134,3 +134,35 @@ def test_transcribed_results_name_their_source():
             for key in ("command", "date", "hardware", "note"):
                 assert doc.get(key), f"{name}: a transcribed result needs {key!r}"
             assert os.path.isfile(os.path.join(ROOT, doc["transcribed_from"])), name
+
+
+def _ablation_doc(identity_guidance, identity_scored):
+    entry = lambda mean: {"mean": mean, "low": mean - 0.5, "high": mean + 0.5}  # noqa: E731
+    options = {"cycle_schema": "step_to_origin", "cycle_reconstruct_lambda": 1000.0, "attribute_guidance_lambda": 50.0,
+               "id_lambda": 500.0, "weight_resolution": 0}
+    return {
+        "steps": 250, "seed": 1000, "command": "cmd", "date": "2026-12-07", "hardware": "2 CPU cores",
+        "reference": "no_cycle", "complete": True, "identity_guidance": identity_guidance,
+        "identity_scored": identity_scored,
+        "edits": {"preset": {"n": 14, "success": entry(0.9), "preservation": entry(0.95), "psnr_gt": entry(23.4),
+                             "psnr_gt_vs_no_cycle": entry(6.78), "identity_input": entry(0.876),
+                             "identity_input_vs_no_cycle": entry(0.123)},
+                  "no_cycle": {"n": 14, "success": entry(1.0), "preservation": entry(0.96), "psnr_gt": entry(16.0)}},
+        "reconstructions": {"preset": {"n": 4, "psnr_gt": entry(21.5)}},
+        "options": {"preset": options, "no_cycle": dict(options, cycle_schema="none", cycle_reconstruct_lambda=0.0)},
+    }
+
+
+def test_ablation_table_names_the_identity_term_only_where_its_network_ran(tmp_path):
+    results = tmp_path / "docs" / "results"
+    results.mkdir(parents=True)
+    for active in (False, True):
+        (results / "abl.json").write_text(json.dumps(_ablation_doc(active, active)))
+        text = render_docs.render_paper_ablation(str(tmp_path), "README.md", "abl.json")
+        preset_row = next(line for line in text.splitlines() if line.startswith("| step-to-origin"))
+        assert ("identity 500" in preset_row) == active
+        assert "`--preset paper`" in preset_row  # the preset's own weights, whichever way
+        assert "23.4 [22.9, 23.9]" in preset_row and "6.8 [6.3, 7.3]" in preset_row
+        # Identity similarity and its paired difference are columns only when an evaluation network scored them.
+        assert ("0.876 [0.376, 1.376]" in preset_row) == active and ("0.123" in preset_row) == active
+        assert ("identity term uses the shipped identity network" in text) == active
