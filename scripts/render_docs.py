@@ -187,6 +187,8 @@ def ablation_label(options, identity_active=False):
     the identity weight is named only where its network was loaded (`identity_active`)."""
     schema = {"step_to_origin": "step-to-origin", "step_by_step": "step-by-step"}.get(options["cycle_schema"])
     if schema is None or not options["cycle_reconstruct_lambda"]:
+        if identity_active and options.get("id_lambda"):
+            return f"no cycle term (attribute, range and identity {options['id_lambda']:g} terms)"
         return "no cycle term (attribute and range terms only)"
     weight = options["cycle_reconstruct_lambda"]
     side = options.get("weight_resolution") or 0
@@ -198,7 +200,7 @@ def ablation_label(options, identity_active=False):
     if identity_active:
         label += f", identity {options['id_lambda']:g}" if options.get("id_lambda") else ", no identity term"
     if (schema, weight, side, options.get("attribute_guidance_lambda")) == ("step-to-origin", 1000, 0, 50) and \
-            (options.get("id_lambda") or not identity_active):
+            (options.get("id_lambda") == 500 or not identity_active):
         label += ": **`--preset paper`**"
     return label
 
@@ -373,7 +375,10 @@ RENDERERS = {
     "edits_single": render_edits_single,
     "edits_splits": render_edits_splits,
     "paper_procedure": render_paper_procedure,
-    "paper_ablation": paper_ablation_renderer("paper_ablation_100.json"),
+    "paper_ablation": paper_ablation_renderer("paper_ablation_250_identity.json"),
+    "paper_250_seed1003_identity": paper_ablation_renderer("paper_250_seed1003_identity.json"),
+    "paper_1000_identity": paper_ablation_renderer("paper_1000_identity.json"),
+    "paper_ablation_100": paper_ablation_renderer("paper_ablation_100.json"),
     "paper_ablation_250": paper_ablation_renderer("paper_ablation_250.json"),
     "paper_250_seed1003": paper_ablation_renderer("paper_250_seed1003.json"),
     "speed": render_speed,
