@@ -199,9 +199,12 @@ def ablation_label(options, identity_active=False):
         label += f", attribute {options['attribute_guidance_lambda']:g}"
     if identity_active:
         label += f", identity {options['id_lambda']:g}" if options.get("id_lambda") else ", no identity term"
+    inversion = options.get("inversion", "input")  # runs before this key was recorded: the paper preset's
+    if inversion == "ddim":
+        label = f"DDIM inversion first, {label}"
     if (schema, weight, side, options.get("attribute_guidance_lambda")) == ("step-to-origin", 1000, 0, 50) and \
-            (options.get("id_lambda") == 500 or not identity_active):
-        label += ": **`--preset paper`**"
+            (options.get("id_lambda") == 500 or not identity_active) and inversion in ("input", "ddim"):
+        label += ": **`--preset paper_inversion`**" if inversion == "ddim" else ": **`--preset paper`**"
     return label
 
 

@@ -88,7 +88,8 @@ def main(argv=None):
         edits=summary(edits, EDIT_MEASURES, args.reference),
         reconstructions=summary(reconstructions, ("psnr_gt",), args.reference),
         options={m: {k: options[m][k] for k in ("cycle_schema", "cycle_reconstruct_lambda", "attribute_guidance_lambda",
-                                                 "id_lambda", "range_lambda", "weight_resolution") if k in options[m]}
+                                                 "id_lambda", "range_lambda", "weight_resolution", "inversion")
+                     if k in options[m]}
                  for m in options},
         # Which optional terms had their networks loaded (a configured weight without one does nothing).
         identity_guidance=bool(run.get("identity_guidance")), lpips_guidance=bool(run.get("lpips_guidance")),
