@@ -251,8 +251,8 @@ def render_paper_ablation(root, page, name="paper_ablation_100.json"):
     if scored:
         terms += ("; identity similarity: cosine of the evaluation identity network's embeddings "
                   "(`checkpoints/eval_identity.pt`, trained on other people)")
-    return (f"{text}\n\nHeld-out identities of seed {doc.get('seed', 1000)}, 95 % bootstrap intervals; each configuration keeps the "
-            f"paper preset's other settings; {terms}.{state} "
+    return (f"{text}\n\nHeld-out identities of seed {doc.get('seed', 1000)}, 95 % bootstrap intervals; each configuration differs "
+            f"from `--preset paper` (or from the preset it names) only in what its name says; {terms}.{state} "
             f"`{doc['command']}` — {doc['date']}, {doc['hardware']}; rows in [{raw}]({rel(raw, page)}).")
 
 
