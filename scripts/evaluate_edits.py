@@ -655,6 +655,13 @@ def write_single_reports(args, source, methods, items, rows, columns, notes, inc
     return overall, [text]
 
 
+def edit_title(index, a_ref, attribute):
+    """A grid row's title: '4: +Eyeglasses', '0: -Male +Smiling', '2: reconstruction'."""
+    signs = {"add": "+", "remove": "-"}
+    name = " ".join(signs[ev.direction(a_ref, k)] + ATTRIBUTE_NAMES[k] for k in ev.edit_attributes(attribute))
+    return f"{index}: {name or 'reconstruction'}"
+
+
 def write_grids(args, source, methods, items, prefix):
     """<prefix><method>.png per method: rows of input, ground truth (synthetic faces) and edit."""
     out = args.output_dir
@@ -671,9 +678,7 @@ def write_grids(args, source, methods, items, prefix):
             if synthetic:
                 row.append(to_uint8(source.ground_truth(index, a_q))[0])
             images.append(row + [edited])
-            signs = {"add": "+", "remove": "-"}
-            name = " ".join(signs[ev.direction(a_ref, k)] + ATTRIBUTE_NAMES[k] for k in ev.edit_attributes(attribute))
-            titles.append(f"{index}: {name or 'reconstruction'}")
+            titles.append(edit_title(index, a_ref, attribute))
         columns_shown = ["input", "ground truth", "edit"] if synthetic else ["input", "edit"]
         save_image_atomic(ev.sample_grid(images, titles, columns_shown), os.path.join(out, f"{prefix}{method}.png"))
 

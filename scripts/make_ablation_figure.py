@@ -17,6 +17,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from guided_diffusion.safe_paths import OneLineParser, check_output_file, parse_checked  # noqa: E402
+from preprocess.attributes import RECONSTRUCTION_INDEX  # noqa: E402
 
 
 def build_parser():
@@ -57,7 +58,7 @@ def edit_rows(edits_dir, method, wanted):
         index, code = name[:-4].split("_", 1)
         if "+" not in code:
             firsts.setdefault(int(code), int(index))
-    return [(index, code) for code, index in sorted(firsts.items()) if code != 20]
+    return [(index, code) for code, index in sorted(firsts.items()) if code != RECONSTRUCTION_INDEX]
 
 
 def main(argv=None):
@@ -69,8 +70,7 @@ def main(argv=None):
     from optimization.queries import query_from_indices
     from optimization.reports import sample_grid
     from optimization.visualization import save_image_atomic
-    from preprocess.attributes import ATTRIBUTE_NAMES
-    from scripts.evaluate_edits import SyntheticFaces, _read_png, edit_image_path
+    from scripts.evaluate_edits import SyntheticFaces, _read_png, edit_image_path, edit_title
 
     if args.run.get("mode") != "synthetic":
         raise SystemExit(f"error: {args.edits_dir} is not a run on synthetic faces (no ground truth to show)")
@@ -93,9 +93,7 @@ def main(argv=None):
             row.append(to_uint8(edited)[0])
             scores.append(f"{float(psnr(edited, truth)):.1f}")
         images.append(row)
-        signs = {"add": "+", "remove": "-"}
-        name = " ".join(signs[ev.direction(a_ref, k)] + ATTRIBUTE_NAMES[k] for k in ev.edit_attributes(code))
-        titles.append(f"{index}: {name}\nPSNR to truth (dB): {' / '.join(scores)}")
+        titles.append(f"{edit_title(index, a_ref, code)}\nPSNR to truth (dB): {' / '.join(scores)}")
     save_image_atomic(sample_grid(images, titles, ["input", "ground truth"] + args.label_list), args.output)
     print(f"wrote {args.output} ({len(images)} edits x {len(args.method_list)} configurations)")
     return 0

@@ -23,6 +23,8 @@ import re
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from optimization.presets import PRESETS  # noqa: E402  (plain dicts, no torch)
 RESULTS = os.path.join("docs", "results")
 MARKER = re.compile(r"<!-- results:([a-z0-9_]+) -->\n(.*?)<!-- /results:\1 -->", re.S)
 OPEN_MARKER = re.compile(r"<!-- results:([a-z0-9_]+) -->")
@@ -202,8 +204,11 @@ def ablation_label(options, identity_active=False):
     inversion = options.get("inversion", "input")  # runs before this key was recorded: the paper preset's
     if inversion == "ddim":
         label = f"DDIM inversion first, {label}"
-    if (schema, weight, side, options.get("attribute_guidance_lambda")) == ("step-to-origin", 1000, 0, 50) and \
-            (options.get("id_lambda") == 500 or not identity_active) and inversion in ("input", "ddim"):
+    paper = PRESETS["paper"]
+    if (options["cycle_schema"], weight, side, options.get("attribute_guidance_lambda")) == (
+            paper["cycle_schema"], paper["cycle_reconstruct_lambda"], paper["weight_resolution"],
+            paper["attribute_guidance_lambda"]) and \
+            (options.get("id_lambda") == paper["id_lambda"] or not identity_active) and inversion in ("input", "ddim"):
         label += ": **`--preset paper_inversion`**" if inversion == "ddim" else ": **`--preset paper`**"
     return label
 
