@@ -163,6 +163,43 @@ def paired_differences(rows, measure, method, reference, keys=("identity", "attr
     return out
 
 
+def read_run_rows(folder, columns=SYNTHETIC_COLUMNS):
+    """Rows of an evaluate_edits output folder: its results.csv, else its partial_rank*.csv files
+    (a run still going or killed)."""
+    final = os.path.join(folder, "results.csv")
+    paths = [final] if os.path.isfile(final) else sorted(
+        os.path.join(folder, n) for n in os.listdir(folder) if n.startswith("partial_rank") and n.endswith(".csv"))
+    rows = []
+    for path in paths:
+        rows += read_rows(path, columns)
+    return rows
+
+
+def method_intervals(rows, measures, reference=None, keys=("identity", "attribute")):
+    """Per method (first-seen order): {"n", measure: {"mean", "low", "high"}, and, when `reference`
+    is another method of the rows, f"{measure}_vs_{reference}": the paired difference's
+    {"mean", "low", "high", "n"}}. Measures with no finite value are left out."""
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    out = {}
+    for method in methods:
+        members = [r for r in rows if r["method"] == method]
+        entry = {"n": len(members)}
+        for name in measures:
+            values = [r[name] for r in members if name in r and math.isfinite(r[name])]
+            if not values:
+                continue
+            low, high = bootstrap_interval(values)
+            entry[name] = {"mean": sum(values) / len(values), "low": low, "high": high}
+            if reference in methods and method != reference:
+                diffs = paired_differences(rows, name, method, reference, keys)
+                if diffs:
+                    low, high = bootstrap_interval(diffs)
+                    entry[f"{name}_vs_{reference}"] = {"mean": sum(diffs) / len(diffs), "low": low, "high": high,
+                                                       "n": len(diffs)}
+        out[method] = entry
+    return out
+
+
 def interval_tables(rows, measures, reference=None, keys=("identity", "attribute")):
     """Markdown: each method's mean and 95 % bootstrap interval per measure, then (when `reference`
     is one of the methods) each other method's paired difference to it with its interval."""

@@ -122,22 +122,28 @@ def rel(path, page):
 def render_edits_single(root, page):
     doc = load("evaluation_synthetic_448.json", root)
     point, ci = doc["per_method"], doc["per_method_ci"]
+    identity = any("identity_input" in r for r in ci.values())  # scored since the identity networks shipped
     rows = []
     order = [m for m in METHOD_LABELS if m in ci and m != "ground_truth"] + [m for m in ci if m not in METHOD_LABELS]
     for method in order + (["ground_truth"] if "ground_truth" in ci else []):
         r = ci[method]
         label = METHOD_LABELS.get(method, f"`{method}`")
+        same = [interval(r.get("identity_input"), digits=3)] if identity else []
         if method == "ground_truth":
             rows.append([label, f"*{interval(r['success'], unit=' %')}*", f"*{interval(r['preservation'], unit=' %')}*",
-                         "*exact*", "*0*", "–"])
+                         "*exact*", *[f"*{c}*" for c in same], "*0*", "–"])
             continue
         rows.append([label, interval(r["success"], unit=" %"), interval(r["preservation"], unit=" %"),
-                     interval(r["psnr_gt"]), num(point[method]["l1_outside_mask"], 4), point[method]["unet_evals"]])
+                     interval(r["psnr_gt"]), *same, num(point[method]["l1_outside_mask"], 4), point[method]["unet_evals"]])
     n = doc["per_method"][doc["default_method"]]["n"]
-    text = table(["method", "success", "preservation", "PSNR to ground truth (dB)", "L1 outside the attribute's mask",
-                  "UNet evals / edit"], ["---", "---:", "---:", "---:", "---:", "---:"], rows)
+    header = ["method", "success", "preservation", "PSNR to ground truth (dB)"]
+    header += ["identity similarity to the input"] if identity else []
+    header += ["L1 outside the attribute's mask", "UNet evals / edit"]
+    text = table(header, ["---"] + ["---:"] * (len(header) - 1), rows)
     report = rel(doc["source_report"], page)
-    return (f"{text}\n\n{n} edits per method ({doc['data']}), read by the evaluation classifier; "
+    scored = (" and by the evaluation identity network (cosine of its embeddings; trained on other people)"
+              if identity else "")
+    return (f"{text}\n\n{n} edits per method ({doc['data']}), read by the evaluation classifier{scored}; "
             f"95 % bootstrap intervals. {source_line(doc)} Every table, per attribute and direction, and the paired "
             f"differences: [{doc['source_report']}]({report}).")
 

@@ -14,50 +14,12 @@ name) so the numbers can be recomputed. scripts/render_docs.py renders the READM
 import argparse
 import datetime
 import json
-import math
 import os
 import platform
 import shutil
 import sys
 
 EDIT_MEASURES = ("success", "preservation", "psnr_gt", "identity_input")
-
-
-def read_rows(folder):
-    """Rows of an evaluate_edits output folder: results.csv, else the partial files (a running job)."""
-    from optimization import reports
-
-    final = os.path.join(folder, "results.csv")
-    paths = [final] if os.path.isfile(final) else sorted(
-        os.path.join(folder, n) for n in os.listdir(folder) if n.startswith("partial_rank") and n.endswith(".csv"))
-    rows = []
-    for path in paths:
-        rows += reports.read_rows(path, reports.SYNTHETIC_COLUMNS)
-    return rows
-
-
-def summary(rows, measures, reference):
-    from optimization import reports
-
-    methods = list(dict.fromkeys(r["method"] for r in rows))
-    out = {}
-    for method in methods:
-        members = [r for r in rows if r["method"] == method]
-        entry = {"n": len(members)}
-        for name in measures:
-            values = [r[name] for r in members if math.isfinite(r[name])]
-            if not values:
-                continue
-            low, high = reports.bootstrap_interval(values)
-            entry[name] = {"mean": sum(values) / len(values), "low": low, "high": high}
-            if reference in methods and method != reference:
-                diffs = reports.paired_differences(rows, name, method, reference)
-                if diffs:
-                    low, high = reports.bootstrap_interval(diffs)
-                    entry[f"{name}_vs_{reference}"] = {"mean": sum(diffs) / len(diffs), "low": low, "high": high,
-                                                       "n": len(diffs)}
-        out[method] = entry
-    return out
 
 
 def main(argv=None):
@@ -71,12 +33,13 @@ def main(argv=None):
     p.add_argument("--command", default="bash scripts/paper_procedure_ablation.sh RUN_DIR STEPS 2")
     p.add_argument("--hardware", default=f"{os.cpu_count()} CPU cores, no GPU")
     args = p.parse_args(argv)
+    from optimization import reports
     edits_dir, recon_dir = (os.path.join(args.run_dir, n) for n in ("edits", "reconstructions"))
     if not os.path.isdir(edits_dir):
         print(f"error: no edits/ folder in {args.run_dir}", file=sys.stderr)
         return 2
-    edits = read_rows(edits_dir)
-    reconstructions = read_rows(recon_dir) if os.path.isdir(recon_dir) else []
+    edits = reports.read_run_rows(edits_dir)
+    reconstructions = reports.read_run_rows(recon_dir) if os.path.isdir(recon_dir) else []
     with open(os.path.join(edits_dir, "run.json")) as f:
         run = json.load(f)
     options = run.get("method_options", {})
@@ -85,8 +48,8 @@ def main(argv=None):
                     "configuration.",
         steps=args.steps, seed=run.get("inputs"), command=args.command, hardware=args.hardware,
         date=datetime.date.today().isoformat(), python=platform.python_version(), reference=args.reference,
-        edits=summary(edits, EDIT_MEASURES, args.reference),
-        reconstructions=summary(reconstructions, ("psnr_gt",), args.reference),
+        edits=reports.method_intervals(edits, EDIT_MEASURES, args.reference),
+        reconstructions=reports.method_intervals(reconstructions, ("psnr_gt",), args.reference),
         options={m: {k: options[m][k] for k in ("cycle_schema", "cycle_reconstruct_lambda", "attribute_guidance_lambda",
                                                  "id_lambda", "range_lambda", "weight_resolution", "inversion")
                      if k in options[m]}

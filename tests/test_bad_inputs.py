@@ -37,6 +37,7 @@ IDENT = "preprocess/identity_train.py"
 OTHER_CLIS = ("scripts/bench_edit.py", "scripts/bench_train.py", "scripts/make_figures.py",
               "scripts/measure_domain_check.py", "scripts/make_data_figures.py", "scripts/compare_revisions.py",
               "scripts/diagnose_channel_mean.py", "scripts/render_docs.py", "scripts/summarise_ablation.py",
+              "scripts/summarise_edits.py",
               "scripts/gpu_run_summary.py", "scripts/make_ablation_figure.py", "preprocess/attributes.py")
 
 # The workspace (see `workspace`): photos/ (3 PNG photos, 40x50), proj/photos/ + proj/notes.txt (a project
