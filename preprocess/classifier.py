@@ -77,9 +77,10 @@ OPTION_NAMES = (
     "input_normalization",
     "feature_activation",
     "trunk_fc_dim",
+    "logit_temperature",
 )
 # Options added after checkpoints were written without them: the value those checkpoints mean.
-OPTION_DEFAULTS = {"trunk_fc_dim": 0}
+OPTION_DEFAULTS = {"trunk_fc_dim": 0, "logit_temperature": 1.0}
 # Settings the paper's classifier was trained with, used for its checkpoints.
 PAPER_INPUT_SIZE = 224
 PAPER_INPUT_NORMALIZATION = "none"
@@ -148,6 +149,9 @@ class AttributeClassifier(nn.Module):
     :param trunk_fc_dim: 0 (the ResNet's fc outputs the feature) or N (the
         ResNet keeps an N-way fc, then GELU and Linear(N, feature_dim), as in
         the paper's released classifier, N = 1000).
+    :param logit_temperature: the heads' logits are divided by it (1: as trained). Above 1 the
+        probabilities saturate later, so the editor's attribute term, whose gradient vanishes as
+        p -> 1, keeps pushing until the edit is plain; a decision (p > 0.5) never changes.
     """
 
     def __init__(
@@ -161,6 +165,7 @@ class AttributeClassifier(nn.Module):
         input_normalization="imagenet",
         feature_activation="gelu",
         trunk_fc_dim=0,
+        logit_temperature=1.0,
     ):
         super().__init__()
         for name, value in (
@@ -173,6 +178,8 @@ class AttributeClassifier(nn.Module):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if not isinstance(trunk_fc_dim, int) or trunk_fc_dim < 0:
             raise ValueError(f"trunk_fc_dim must be an integer >= 0, got {trunk_fc_dim!r}")
+        if not isinstance(logit_temperature, (int, float)) or not logit_temperature > 0:
+            raise ValueError(f"logit_temperature must be a number > 0, got {logit_temperature!r}")
         if input_size < 32:
             raise ValueError(f"input_size must be at least 32 (the ResNet downsamples 32x), got {input_size}")
         if input_normalization not in INPUT_NORMALIZATIONS:
@@ -193,7 +200,9 @@ class AttributeClassifier(nn.Module):
             input_normalization=input_normalization,
             feature_activation=feature_activation,
             trunk_fc_dim=trunk_fc_dim,
+            logit_temperature=float(logit_temperature),
         )
+        self.logit_temperature = float(logit_temperature)
         self.num_attributes = num_attributes
         self.input_size = input_size
         self.feature_activation = nn.GELU() if feature_activation == "gelu" else nn.Identity()
@@ -221,7 +230,7 @@ class AttributeClassifier(nn.Module):
     def logits(self, x):
         """Images [N, 3, H, W] in [-1, 1] -> attribute logits [N, num_attributes]."""
         feature = self.feature_activation(self.base_model(self.prepare(x)))
-        return self.classify_headers(feature)
+        return self.classify_headers(feature) / self.logit_temperature
 
     def forward(self, x):
         """Images [N, 3, H, W] in [-1, 1] -> attribute probabilities [N, num_attributes]."""

@@ -488,9 +488,10 @@ def read_resume_checkpoint(path, model_opts, args):
             raise ValueError(f"{path} is not a resumable classifier checkpoint (no '{key}')")
     saved = checkpoint["opts"]
     for key in OPTION_NAMES:
-        if saved.get(key, OPTION_DEFAULTS.get(key)) != model_opts[key]:
+        wanted = model_opts.get(key, OPTION_DEFAULTS.get(key))
+        if saved.get(key, OPTION_DEFAULTS.get(key)) != wanted:
             raise ValueError(
-                f"cannot resume from {path}: it has {key}={saved.get(key)!r}, this run asks for {model_opts[key]!r} "
+                f"cannot resume from {path}: it has {key}={saved.get(key)!r}, this run asks for {wanted!r} "
                 f"(use another --exp_dir)"
             )
     for key in RESUME_INVARIANTS:
@@ -807,6 +808,7 @@ def run_evaluation(args):
         data_dir=args.data_dir,
         split=args.eval_split,
         num_images=len(indices),
+        logit_temperature=model.logit_temperature,  # divides the logits; accuracy does not depend on it
         mean_accuracy=result["accuracy"].mean().item(),
         mean_balanced_accuracy=result["balanced_accuracy"].mean().item(),
         attributes={

@@ -70,10 +70,12 @@ def _write_checked(model, payload, load, src, dst, what):
     _report(dst)
 
 
-def export_classifier(src, dst):
+def export_classifier(src, dst, temperature=None):
     from preprocess.classifier import load_classifier
 
     model = load_classifier(src)
+    if temperature is not None:  # stored in the opts; the weights stay as trained
+        model.logit_temperature = model.opts["logit_temperature"] = float(temperature)
     _write_checked(model, {"state_dict": _half(model.state_dict()), "opts": model.opts}, load_classifier, src, dst,
                    "classifier")
 
@@ -125,6 +127,9 @@ def main(argv=None):
     p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--diffusion", help="training checkpoint (e.g. an EMA file) with its JSON beside it")
     p.add_argument("--classifier", help="guidance classifier (encoder_train.py's classifier.pt)")
+    p.add_argument("--classifier_temperature", type=float, default=None, metavar="T",
+                   help="divide the guidance classifier's logits by T (default: as the source has it; its "
+                        "decisions do not change, its probabilities saturate later)")
     p.add_argument("--eval_classifier", help="evaluation classifier")
     p.add_argument("--identity", help="identity network of the id_lambda term (identity_train.py's identity.pt)")
     p.add_argument("--eval_identity", help="evaluation identity network (trained on other people)")
@@ -132,11 +137,15 @@ def main(argv=None):
     args = p.parse_args(argv)
     try:
         check_flags(args)
+        if args.classifier_temperature is not None and not args.classifier_temperature > 0:
+            raise ValueError(f"--classifier_temperature must be > 0, got {args.classifier_temperature}")
+        if args.classifier_temperature is not None and not args.classifier:
+            raise ValueError("--classifier_temperature needs --classifier")
         os.makedirs(args.out_dir, exist_ok=True)
         if args.diffusion:
             export_diffusion(args.diffusion, args.out_dir)
         if args.classifier:
-            export_classifier(args.classifier, os.path.join(args.out_dir, "classifier.pt"))
+            export_classifier(args.classifier, os.path.join(args.out_dir, "classifier.pt"), args.classifier_temperature)
         if args.eval_classifier:
             export_classifier(args.eval_classifier, os.path.join(args.out_dir, "eval_classifier.pt"))
         for flag in ("identity", "eval_identity"):

@@ -101,6 +101,29 @@ def test_probabilities_shape_range_and_logits():
     assert (p[0] - p[1]).abs().max() > 1e-4
 
 
+def test_logit_temperature_keeps_decisions_and_the_attribute_gradient_alive(tmp_path):
+    model = perturbed_classifier()
+    x = torch.rand(4, 3, 32, 32) * 2 - 1
+    warm = AttributeClassifier(**dict(model.opts, logit_temperature=4.0))
+    warm.load_state_dict(model.state_dict())
+    warm.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(warm.logits(x), model.logits(x) / 4)
+        assert torch.equal(warm(x) > 0.5, model(x) > 0.5)  # same decisions
+    # A saturated probability: the cross-entropy's gradient on the logit, p - 1, is ~0 as trained and
+    # not at temperature 4 (the editor's attribute term keeps pushing).
+    logit = torch.tensor(12.0)
+    assert 1 - torch.sigmoid(logit) < 1e-5 and 1 - torch.sigmoid(logit / 4) > 0.04
+    # stored in the opts: a checkpoint loads with it; one written before it loads at 1
+    torch.save({"state_dict": warm.state_dict(), "opts": warm.opts}, tmp_path / "warm.pt")
+    assert load_classifier(str(tmp_path / "warm.pt")).logit_temperature == 4.0
+    old_opts = {k: v for k, v in model.opts.items() if k != "logit_temperature"}
+    torch.save({"state_dict": model.state_dict(), "opts": old_opts}, tmp_path / "old.pt")
+    assert load_classifier(str(tmp_path / "old.pt")).logit_temperature == 1.0
+    with pytest.raises(ValueError, match="logit_temperature"):
+        AttributeClassifier(**dict(model.opts, logit_temperature=0))
+
+
 def test_input_is_mapped_to_imagenet_statistics_and_resized_like_torchvision():
     model = perturbed_classifier(input_size=40)
     image01 = torch.rand(2, 3, 24, 24)
@@ -241,7 +264,7 @@ def test_released_paper_checkpoint_loads_with_the_same_probabilities(tmp_path):
     loaded = load_classifier(str(path))
     assert loaded.opts == dict(arch="resnet18", num_attributes=NUM_ATTRIBUTES, feature_dim=256, input_size=224,
                                head_hidden_dim=128, dropout=0.0, input_normalization="none",
-                               feature_activation="gelu", trunk_fc_dim=1000)
+                               feature_activation="gelu", trunk_fc_dim=1000, logit_temperature=1.0)
     assert not loaded.training and not any(p.requires_grad for p in loaded.parameters())
     x = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(1)) * 2 - 1
     with torch.no_grad():
