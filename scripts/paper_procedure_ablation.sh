@@ -8,6 +8,8 @@
 # has whole configurations.
 #
 #   bash scripts/paper_procedure_ablation.sh OUT_DIR [STEPS] [NPROC]
+#   SEED=1003 PER_DIRECTION=2 RECONSTRUCTIONS=0 bash scripts/paper_procedure_ablation.sh ...  # another seed
+#   ATTRIBUTES=9 RECONSTRUCTIONS=0 ... 1000                    # two glasses edits on the full chain
 #
 # OUT_DIR/edits and OUT_DIR/reconstructions are evaluate_edits.py output folders (results.md,
 # results.csv, grids). Every configuration keeps the paper preset's other settings.
@@ -37,9 +39,16 @@ VARIANTS+=";no_cycle_no_id=cyclediff_s2o_paper:$untranslated,cycle_schema=none,c
 # METHODS=... (a comma list of these names) runs a subset.
 METHODS=${METHODS:-s2o_w1000,s2o_w1000_no_id,no_cycle,s2o_w16000,s2o_w16000_no_id,s2o_translated,s2o_w4000,s2o_w64000,s2o_w16000_attr200,sbs_w16000}
 
+SEED=${SEED:-1000}                    # held-out identities of this seed
+PER_DIRECTION=${PER_DIRECTION:-1}     # identities per editable attribute and direction
+ATTRIBUTES=${ATTRIBUTES:-}            # '' = every editable attribute
+RECONSTRUCTIONS=${RECONSTRUCTIONS:-4} # identities reconstructed (0: none)
+
 run() {
     OMP_NUM_THREADS=1 mpiexec -n "$nproc" python scripts/evaluate_edits.py --paper_steps "$steps" \
-        --variants "$VARIANTS" --methods "$METHODS" --threads 1 "$@"
+        --synthetic_seed "$SEED" --variants "$VARIANTS" --methods "$METHODS" --threads 1 "$@"
 }
-run --per_direction 1 --output_dir "$out/edits"
-run --num_identities 4 --attributes 20 --output_dir "$out/reconstructions"
+run --per_direction "$PER_DIRECTION" ${ATTRIBUTES:+--attributes "$ATTRIBUTES"} --output_dir "$out/edits"
+if [ "$RECONSTRUCTIONS" -gt 0 ]; then
+    run --num_identities "$RECONSTRUCTIONS" --attributes 20 --output_dir "$out/reconstructions"
+fi
