@@ -35,7 +35,7 @@ MEASURE_START = 4    # columns after `direction` are float measures
 def _typed(column, text):
     if column in ("identity", "image", "attribute"):
         return int(text)
-    if column in ("method", "direction"):
+    if column in ("method", "direction", "pair"):
         if not text:
             raise ValueError("empty field")
         return text

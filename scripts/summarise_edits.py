@@ -81,14 +81,21 @@ def main(argv=None):
     from optimization import reports  # after parsing: --help and a bad flag answer before torch loads
     from optimization.evaluation import DEFAULT_METHOD
 
-    results = os.path.join(args.run_dir, "results.csv")
+    # evaluate_edits writes the single edits to results.csv, the other splits to results_<split>.csv
+    csv_name = "results.csv" if args.split == "single" else f"results_{args.split}.csv"
+    results = os.path.join(args.run_dir, csv_name)
     if not os.path.isfile(results):
-        p.error(f"no results.csv in {args.run_dir} (a run that has not finished)")
+        p.error(f"no {csv_name} in {args.run_dir} (a run that has not finished, or not of the {args.split} split)")
     with open(os.path.join(args.run_dir, "run.json"), encoding="utf-8") as f:
         run = json.load(f)
     if run.get("mode") not in (None, "synthetic"):
         p.error(f"{args.run_dir} is a {run['mode']} run; this summary is for synthetic faces")
-    rows = reports.read_run_rows(args.run_dir)
+    columns = reports.SYNTHETIC_COLUMNS
+    if args.split == "joint":  # its CSV names the pair ('9+15') in place of the attribute
+        columns = ("method", "identity", "pair") + columns[reports.KEY_COLUMNS:]
+    rows = reports.read_rows(results, columns)
+    for r in rows:
+        r.setdefault("attribute", r.pop("pair", None))  # the pair identifies a joint edit
     methods = list(dict.fromkeys(r["method"] for r in rows))
     default = DEFAULT_METHOD if DEFAULT_METHOD in methods else methods[0]
     per_method, per_method_ci, paired = summarise(rows, default)

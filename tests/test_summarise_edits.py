@@ -86,3 +86,18 @@ def test_unfinished_run_is_refused(tmp_path):
                            "--output", str(out), "--command", "c"], capture_output=True, text=True)
     assert proc.returncode == 2 and "no results.csv" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_joint_split_reads_its_pair_column(tmp_path):
+    run = _run_dir(tmp_path)
+    rows = [dict(r, pair="9+15" if r["attribute"] == 9 else "2+12") for r in _rows()]
+    columns = ("method", "identity", "pair") + reports.SYNTHETIC_COLUMNS[reports.KEY_COLUMNS:]
+    reports.write_rows_atomic(str(run / "results_joint.csv"), rows, columns)
+    out = tmp_path / "joint.json"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "summarise_edits.py"), str(run), "--split",
+                           "joint", "--data", "pairs", "--output", str(out), "--command", "c"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(out.read_text())
+    # paired on (identity, pair): six edits, each 1 dB below the default
+    assert doc["paired_vs_default"]["other"]["psnr_gt"]["value"] == -1.0 and doc["data"] == "pairs"
