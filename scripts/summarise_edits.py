@@ -44,6 +44,29 @@ def repo_relative(text):
     return str(text).replace(ROOT + os.sep, "")
 
 
+def refuse_foreign(output, raw, report):
+    """An error line when writing would replace something this script did not write, else None."""
+    if os.path.exists(output):
+        try:
+            with open(output, encoding="utf-8") as f:
+                ours = "per_method" in json.load(f)
+        except (OSError, ValueError, TypeError):
+            ours = False
+        if not ours:
+            return f"{output} exists and is not an edit results file; choose another --output"
+    if os.path.exists(raw) and (not os.path.isdir(raw) or set(os.listdir(raw)) - {"results.csv"}):
+        return f"{raw} exists and holds other files than results.csv (the rows go there); choose another --output"
+    if report and os.path.exists(report):
+        try:
+            with open(report, encoding="utf-8") as f:
+                ours = f.readline().startswith("# Edit evaluation")
+        except (OSError, UnicodeDecodeError):
+            ours = False
+        if not ours:
+            return f"{report} exists and is not an edit evaluation report; choose another --report"
+    return None
+
+
 def summarise(rows, default_method):
     """(per_method, per_method_ci, paired_vs_default) in render_docs' layout."""
     from optimization import reports
@@ -86,6 +109,11 @@ def main(argv=None):
     results = os.path.join(args.run_dir, csv_name)
     if not os.path.isfile(results):
         p.error(f"no {csv_name} in {args.run_dir} (a run that has not finished, or not of the {args.split} split)")
+    if not os.path.isfile(os.path.join(args.run_dir, "run.json")):
+        p.error(f"no run.json in {args.run_dir} (not an evaluate_edits.py output folder)")
+    refusal = refuse_foreign(args.output, os.path.splitext(args.output)[0], args.report)
+    if refusal:
+        p.error(refusal)
     with open(os.path.join(args.run_dir, "run.json"), encoding="utf-8") as f:
         run = json.load(f)
     if run.get("mode") not in (None, "synthetic"):

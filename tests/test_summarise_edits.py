@@ -101,3 +101,27 @@ def test_joint_split_reads_its_pair_column(tmp_path):
     doc = json.loads(out.read_text())
     # paired on (identity, pair): six edits, each 1 dB below the default
     assert doc["paired_vs_default"]["other"]["psnr_gt"]["value"] == -1.0 and doc["data"] == "pairs"
+
+
+def test_what_it_did_not_write_is_never_replaced(tmp_path):
+    run = _run_dir(tmp_path)
+    script = os.path.join(ROOT, "scripts", "summarise_edits.py")
+    notes = tmp_path / "notes.json"
+    notes.write_text('{"mine": 1}')
+    folder = tmp_path / "res"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("mine")
+    essay = tmp_path / "essay.md"
+    essay.write_text("# My essay\n")
+    for args, message in [(["--output", str(notes)], "is not an edit results file"),
+                          (["--output", str(tmp_path / "res.json")], "holds other files"),
+                          (["--output", str(tmp_path / "ok.json"), "--report", str(essay)], "not an edit evaluation report")]:
+        proc = subprocess.run([sys.executable, script, str(run), "--command", "c", *args], capture_output=True, text=True)
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert notes.read_text() == '{"mine": 1}' and essay.read_text() == "# My essay\n"
+    assert sorted(os.listdir(folder)) == ["keep.txt"] and not (tmp_path / "ok.json").exists()
+    # its own files it replaces
+    for _ in range(2):
+        proc = subprocess.run([sys.executable, script, str(run), "--command", "c", "--output", str(tmp_path / "ok.json"),
+                               "--report", str(tmp_path / "r.md")], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
