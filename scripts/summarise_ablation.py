@@ -22,6 +22,25 @@ import sys
 EDIT_MEASURES = ("success", "preservation", "psnr_gt", "identity_input")
 
 
+RAW_FILES = {f"{name}_{source}" for name in ("edits", "reconstructions") for source in ("results.csv", "results.md")}
+
+
+def refuse_foreign(output):
+    """An error when writing would replace something this script did not write, else None."""
+    if os.path.exists(output):
+        try:
+            with open(output, encoding="utf-8") as f:
+                ours = "edits" in json.load(f)
+        except (OSError, ValueError, TypeError):
+            ours = False
+        if not ours:
+            return f"{output} exists and is not an ablation results file; choose another --output"
+    raw = os.path.splitext(output)[0]
+    if os.path.exists(raw) and (not os.path.isdir(raw) or set(os.listdir(raw)) - RAW_FILES):
+        return f"{raw} exists and holds files this script did not write (the rows go there); choose another --output"
+    return None
+
+
 def main(argv=None):
     from guided_diffusion.safe_paths import OneLineParser  # refusals: one `error:` line, exit 2
 
@@ -37,6 +56,10 @@ def main(argv=None):
     edits_dir, recon_dir = (os.path.join(args.run_dir, n) for n in ("edits", "reconstructions"))
     if not os.path.isdir(edits_dir):
         print(f"error: no edits/ folder in {args.run_dir}", file=sys.stderr)
+        return 2
+    refusal = refuse_foreign(args.output)
+    if refusal:
+        print(f"error: {refusal}", file=sys.stderr)
         return 2
     edits = reports.read_run_rows(edits_dir)
     reconstructions = reports.read_run_rows(recon_dir) if os.path.isdir(recon_dir) else []

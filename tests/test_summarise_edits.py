@@ -125,3 +125,24 @@ def test_what_it_did_not_write_is_never_replaced(tmp_path):
         proc = subprocess.run([sys.executable, script, str(run), "--command", "c", "--output", str(tmp_path / "ok.json"),
                                "--report", str(tmp_path / "r.md")], capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr
+
+
+def test_ablation_summary_replaces_only_what_it_wrote(tmp_path):
+    edits = tmp_path / "run" / "edits"
+    edits.mkdir(parents=True)
+    reports.write_rows_atomic(str(edits / "results.csv"), _rows(), reports.SYNTHETIC_COLUMNS)
+    (edits / "run.json").write_text(json.dumps({"inputs": 1000, "method_options": {}}))
+    script = os.path.join(ROOT, "scripts", "summarise_ablation.py")
+    mine = tmp_path / "mine.json"
+    mine.write_text('{"mine": 1}')
+    run = lambda out: subprocess.run([sys.executable, script, str(tmp_path / "run"), "--steps", "10",  # noqa: E731
+                                      "--reference", "other", "--output", str(out)], capture_output=True, text=True)
+    proc = run(mine)
+    assert proc.returncode == 2 and "not an ablation results file" in proc.stderr and mine.read_text() == '{"mine": 1}'
+    proc = run(tmp_path / "run.json")  # its rows would go into the run's own folder
+    assert proc.returncode == 2 and "did not write" in proc.stderr
+    for _ in range(2):
+        proc = run(tmp_path / "abl.json")
+        assert proc.returncode == 0, proc.stderr
+    doc = json.loads((tmp_path / "abl.json").read_text())
+    assert doc["edits"][DEFAULT_METHOD]["psnr_gt_vs_other"]["mean"] == 1.0
