@@ -25,6 +25,11 @@ data() {
     [ -d "$RUN_DIR/data/synth64_s0_independent" ] || python preprocess/make_synthetic_dataset.py \
         --out "$RUN_DIR/data/synth64_s0_independent" --num_images 30000 --image_size 64 --seed 0 \
         --attributes independent
+    # The guidance classifier learns Bags_Under_Eyes late: it gets twice the faces (the first 30,000
+    # are the ones above).
+    [ -d "$RUN_DIR/data/synth64_s0_independent_60k" ] || python preprocess/make_synthetic_dataset.py \
+        --out "$RUN_DIR/data/synth64_s0_independent_60k" --num_images 60000 --image_size 64 --seed 0 \
+        --attributes independent
     # The evaluation classifier learns from other people (seed 1) with independent attributes, so
     # that it reads each attribute from its own pixels; seed 1000 is held out for edits.
     [ -d "$RUN_DIR/data/synth64_s1_independent" ] || python preprocess/make_synthetic_dataset.py \
@@ -34,8 +39,8 @@ data() {
 
 classifier() {
     python preprocess/encoder_train.py --world_size 1 --rank 0 --multiprocessing_distributed True \
-        --nprocs "$NPROC" --num_threads 1 --data_dir "$RUN_DIR/data/synth64_s0_independent" --exp_dir "$RUN_DIR/classifier_independent" \
-        --arch resnet18_3stage --batch_size 64 --max_steps 3000 --learning_rate 1e-3 --input_size 64 \
+        --nprocs "$NPROC" --num_threads 1 --data_dir "$RUN_DIR/data/synth64_s0_independent_60k" --exp_dir "$RUN_DIR/classifier_60k" \
+        --arch resnet18_3stage --batch_size 64 --max_steps 6000 --learning_rate 1e-3 --input_size 64 \
         --save_interval 500 --seed 0 --split_seed 0
 }
 
@@ -121,7 +126,7 @@ eval_identity() {
 export_checkpoints() {
     latest=$(ls "$RUN_DIR"/diffusion64_v/ema_0.999_*.pt | sort | tail -n 1)
     python scripts/export_checkpoints.py --diffusion "$latest" \
-        --classifier "$RUN_DIR/classifier_independent/classifier.pt" --eval_classifier "$RUN_DIR/eval_classifier_independent/classifier.pt" \
+        --classifier "$RUN_DIR/classifier_60k/classifier.pt" --classifier_temperature 4 --eval_classifier "$RUN_DIR/eval_classifier_independent/classifier.pt" \
         --identity "$RUN_DIR/identity/identity.pt" --eval_identity "$RUN_DIR/eval_identity/identity.pt"
 }
 
