@@ -5,6 +5,7 @@ Rows are dicts: key columns (method, identity or image, attribute, direction) an
 """
 import csv
 import io
+import json
 import math
 import os
 
@@ -161,6 +162,34 @@ def paired_differences(rows, measure, method, reference, keys=("identity", "attr
         if other is not None and math.isfinite(r[measure]) and math.isfinite(other):
             out.append(r[measure] - other)
     return out
+
+
+def refuse_to_replace(path, looks_ours, what):
+    """None when `path` is absent or `looks_ours(path)` says a tool of this project wrote it; else
+    the one-line refusal (a summary replaces only its own files)."""
+    if not os.path.exists(path):
+        return None
+    try:
+        ours = looks_ours(path)
+    except (OSError, ValueError, TypeError, UnicodeDecodeError):
+        ours = False
+    return None if ours else f"{path} exists and is not {what}"
+
+
+def refuse_rows_folder(folder, allowed):
+    """None when `folder` is absent or holds only files named in `allowed`; else the refusal."""
+    if os.path.exists(folder) and (not os.path.isdir(folder) or set(os.listdir(folder)) - set(allowed)):
+        return (f"{folder} exists and holds other files than {', '.join(sorted(allowed))}, which this tool did not "
+                f"write (the rows go there)")
+    return None
+
+
+def json_with_key(key):
+    """looks_ours for refuse_to_replace: a JSON object with `key`."""
+    def looks_ours(path):
+        with open(path, encoding="utf-8") as f:
+            return key in json.load(f)
+    return looks_ours
 
 
 def read_run_rows(folder, columns=SYNTHETIC_COLUMNS):

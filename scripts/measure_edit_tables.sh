@@ -58,30 +58,20 @@ if want noneditable; then
 fi
 
 # The paper's procedure: the configurations of the README's table, then the other seed and the full chain.
+# paper_stage STAGE STEPS RESULTS "VAR=value ...": paper_procedure_ablation.sh under those settings, summarised.
+paper_stage() {
+    local stage=$1 steps=$2 results=$3 settings=$4
+    # shellcheck disable=SC2086
+    env $settings bash scripts/paper_procedure_ablation.sh "$OUT/$stage" "$steps" "$NPROC"
+    python scripts/summarise_ablation.py "$OUT/$stage" --steps "$steps" --hardware "$HARDWARE" \
+        --output "docs/results/$results" --command "$settings bash scripts/paper_procedure_ablation.sh OUT $steps $NPROC"
+    touch "$OUT/$stage.done"
+}
 PAPER=s2o_w1000,s2o_w1000_no_id,no_cycle,s2o_w16000,s2o_w1000_id2000,s2o_w16000_id2000,cyclediff_s2o_paper_inversion
-if want paper250; then
-    METHODS=$PAPER bash scripts/paper_procedure_ablation.sh "$OUT/paper250" 250 "$NPROC"
-    python scripts/summarise_ablation.py "$OUT/paper250" --steps 250 --hardware "$HARDWARE" \
-        --output docs/results/paper_ablation_250_identity.json \
-        --command "METHODS=$PAPER bash scripts/paper_procedure_ablation.sh OUT 250 $NPROC"
-    touch "$OUT/paper250.done"
-fi
-if want paper_seed1003; then
-    SEED=1003 PER_DIRECTION=2 RECONSTRUCTIONS=0 METHODS=s2o_w1000,no_cycle,s2o_w1000_no_id \
-        bash scripts/paper_procedure_ablation.sh "$OUT/paper250_seed1003" 250 "$NPROC"
-    python scripts/summarise_ablation.py "$OUT/paper250_seed1003" --steps 250 --hardware "$HARDWARE" \
-        --output docs/results/paper_250_seed1003_identity.json \
-        --command "SEED=1003 PER_DIRECTION=2 RECONSTRUCTIONS=0 METHODS=s2o_w1000,no_cycle,s2o_w1000_no_id bash scripts/paper_procedure_ablation.sh OUT 250 $NPROC"
-    touch "$OUT/paper_seed1003.done"
-fi
-if want paper1000; then
-    ATTRIBUTES=9 RECONSTRUCTIONS=0 METHODS=s2o_w1000,no_cycle \
-        bash scripts/paper_procedure_ablation.sh "$OUT/paper1000" 1000 "$NPROC"
-    python scripts/summarise_ablation.py "$OUT/paper1000" --steps 1000 --hardware "$HARDWARE" \
-        --output docs/results/paper_1000_identity.json \
-        --command "ATTRIBUTES=9 RECONSTRUCTIONS=0 METHODS=s2o_w1000,no_cycle bash scripts/paper_procedure_ablation.sh OUT 1000 $NPROC"
-    touch "$OUT/paper1000.done"
-fi
+want paper250 && paper_stage paper250 250 paper_ablation_250_identity.json "METHODS=$PAPER"
+want paper_seed1003 && paper_stage paper_seed1003 250 paper_250_seed1003_identity.json \
+    "METHODS=s2o_w1000,no_cycle,s2o_w1000_no_id SEED=1003 PER_DIRECTION=2 RECONSTRUCTIONS=0"
+want paper1000 && paper_stage paper1000 1000 paper_1000_identity.json "METHODS=s2o_w1000,no_cycle ATTRIBUTES=9 RECONSTRUCTIONS=0"
 if want figures; then
     if [ -d "$OUT/paper250/edits" ]; then
         python scripts/make_ablation_figure.py "$OUT/paper250/edits" --methods s2o_w1000,s2o_w1000_no_id,no_cycle,s2o_w16000 \

@@ -27,18 +27,11 @@ RAW_FILES = {f"{name}_{source}" for name in ("edits", "reconstructions") for sou
 
 def refuse_foreign(output):
     """An error when writing would replace something this script did not write, else None."""
-    if os.path.exists(output):
-        try:
-            with open(output, encoding="utf-8") as f:
-                ours = "edits" in json.load(f)
-        except (OSError, ValueError, TypeError):
-            ours = False
-        if not ours:
-            return f"{output} exists and is not an ablation results file; choose another --output"
-    raw = os.path.splitext(output)[0]
-    if os.path.exists(raw) and (not os.path.isdir(raw) or set(os.listdir(raw)) - RAW_FILES):
-        return f"{raw} exists and holds files this script did not write (the rows go there); choose another --output"
-    return None
+    from optimization import reports
+
+    refusal = (reports.refuse_to_replace(output, reports.json_with_key("edits"), "an ablation results file")
+               or reports.refuse_rows_folder(os.path.splitext(output)[0], RAW_FILES))
+    return refusal and f"{refusal}; choose another --output"
 
 
 def main(argv=None):

@@ -46,25 +46,18 @@ def repo_relative(text):
 
 def refuse_foreign(output, raw, report):
     """An error line when writing would replace something this script did not write, else None."""
-    if os.path.exists(output):
-        try:
-            with open(output, encoding="utf-8") as f:
-                ours = "per_method" in json.load(f)
-        except (OSError, ValueError, TypeError):
-            ours = False
-        if not ours:
-            return f"{output} exists and is not an edit results file; choose another --output"
-    if os.path.exists(raw) and (not os.path.isdir(raw) or set(os.listdir(raw)) - {"results.csv"}):
-        return f"{raw} exists and holds other files than results.csv (the rows go there); choose another --output"
-    if report and os.path.exists(report):
-        try:
-            with open(report, encoding="utf-8") as f:
-                ours = f.readline().startswith("# Edit evaluation")
-        except (OSError, UnicodeDecodeError):
-            ours = False
-        if not ours:
-            return f"{report} exists and is not an edit evaluation report; choose another --report"
-    return None
+    from optimization import reports
+
+    def an_edit_report(path):
+        with open(path, encoding="utf-8") as f:
+            return f.readline().startswith("# Edit evaluation")
+
+    refusals = [(reports.refuse_to_replace(output, reports.json_with_key("per_method"), "an edit results file"),
+                 "--output"),
+                (reports.refuse_rows_folder(raw, {"results.csv"}), "--output")]
+    if report:
+        refusals.append((reports.refuse_to_replace(report, an_edit_report, "an edit evaluation report"), "--report"))
+    return next((f"{refusal}; choose another {flag}" for refusal, flag in refusals if refusal), None)
 
 
 def summarise(rows, default_method):
