@@ -6,7 +6,7 @@ are timed; otherwise a randomly initialised model of the given config is built f
 --resolutions entry (speed does not depend on the weights).
 
 By default each timed edit is run twice in turn, the editor's fast path (`AttributeEditor.
-set_fast_path`) and the way earlier versions computed it (one UNet call per pass, NCHW, the
+set_fast_path`) and the reference path (one UNet call per pass, NCHW, the
 attention in guided-diffusion's layout), so both are measured in the same run under the same load;
 the table shows both, their ratio, where the time goes (inversion, region, the sampler's UNet
 calls, the classifier's forward and backward, the rest) and the peak memory an edit adds.
@@ -50,7 +50,7 @@ def build_parser():
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--batch_sizes", default="1,8", help="comma list: images per edit call (per-edit figures)")
     p.add_argument("--compare", action=argparse.BooleanOptionalAction, default=True,
-                   help="also time the earlier way (no fast path) in turn with the fast path")
+                   help="also time the reference path (no fast path) in turn with the fast path")
     p.add_argument("--components", action=argparse.BooleanOptionalAction, default=None,
                    help="time the edit's parts (default: on a CPU; on CUDA it adds synchronisations)")
     p.add_argument("--paper_steps", type=int, default=0,
@@ -279,7 +279,7 @@ def _median(values):
 
 def time_preset(editor, preset, repeats, paper_steps, batch_size=1, compare=True, measure_components=True):
     """Time `repeats` edits of `batch_size` images, alternating the fast path and (with `compare`)
-    the earlier way after one warm-up edit of each; return (row dict, opts)."""
+    the reference path after one warm-up edit of each; return (row dict, opts)."""
     overrides = dict(lpips_sim_lambda=0.0, id_lambda=0.0)  # LPIPS / ArcFace need weights not on disk
     if preset == "paper" and paper_steps:
         overrides["timestep_respacing"] = str(paper_steps)
@@ -349,7 +349,7 @@ def announce(args, sizes):
                 per_edit *= args.paper_steps / 1000
             total += per_edit * (args.repeats + 1) * ways * images  # + the warm-up edit
     what = (f"timing preset(s) {args.presets}, batches of {getattr(args, 'batch_sizes', '1')}, {args.repeats} edits "
-            f"+ 1 warm-up each" + (", the fast path and the earlier way in turn" if ways == 2 else ""))
+            f"+ 1 warm-up each" + (", the fast path and the reference path in turn" if ways == 2 else ""))
     return f"{what}; about {total / 60:.0f} min on 2 CPU cores" if total >= 90 else f"{what}; about {total:.0f} s on 2 CPU cores"
 
 

@@ -70,7 +70,7 @@ def markdown(summary):
                      f"({_num(s['fd_floor'], '.2f')}) | {_num(s['conditioning_accuracy'], '.3f')} | "
                      f"{_num(s['conditioning_accuracy_editable'], '.3f')} | {_num(s['color_w1'], '.4f')} | "
                      f"{_num(s['saturated_fraction'], '.4f')} | {_num(s['seconds_sampling'], '.0f')} |")
-    lines += ["", "| edit preset | batch | s / edit | edits / s | earlier way s / edit | ratio | UNet evals | MiB |",
+    lines += ["", "| edit preset | batch | s / edit | edits / s | reference path s / edit | ratio | UNet evals | MiB |",
               "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for e in summary["edits"]:
         lines.append(f"| {e['preset']} | {e['batch_size']} | {_num(e['seconds_per_edit'], '.3f')} | "

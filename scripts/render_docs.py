@@ -281,7 +281,7 @@ def render_speed(root, page):
     header = ["preset", "image side", "steps", "sampler", "inversion", "images per call", "s / edit", "UNet evals / edit"]
     aligns = ["---", "---:", "---:", "---", "---", "---:", "---:", "---:"]
     if compare:
-        header += ["s / edit, earlier code path", "speed-up"]
+        header += ["s / edit, reference path (one call per pass)", "speed-up"]
         aligns += ["---:", "---:"]
     out = []
     for r in rows:
