@@ -202,7 +202,6 @@ class AttributeClassifier(nn.Module):
             trunk_fc_dim=trunk_fc_dim,
             logit_temperature=float(logit_temperature),
         )
-        self.logit_temperature = float(logit_temperature)
         self.num_attributes = num_attributes
         self.input_size = input_size
         self.feature_activation = nn.GELU() if feature_activation == "gelu" else nn.Identity()
@@ -226,6 +225,11 @@ class AttributeClassifier(nn.Module):
                 x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False, antialias=True
             )
         return x * self.input_scale + self.input_shift
+
+    @property
+    def logit_temperature(self):
+        """The divisor of the heads' logits, as the checkpoint's opts store it."""
+        return self.opts["logit_temperature"]
 
     def logits(self, x):
         """Images [N, 3, H, W] in [-1, 1] -> attribute logits [N, num_attributes]."""

@@ -75,7 +75,7 @@ def export_classifier(src, dst, temperature=None):
 
     model = load_classifier(src)
     if temperature is not None:  # stored in the opts; the weights stay as trained
-        model.logit_temperature = model.opts["logit_temperature"] = float(temperature)
+        model.opts["logit_temperature"] = float(temperature)
     _write_checked(model, {"state_dict": _half(model.state_dict()), "opts": model.opts}, load_classifier, src, dst,
                    "classifier")
 
